@@ -1,0 +1,39 @@
+/**
+ * HTTP API keys (SPEC §2, §3). Keys are compared as SHA-256 digests with a
+ * constant-time comparison, so neither a key's bytes nor its length can be
+ * learned from response timing (case C05). Tenant keys are stored only as
+ * digests; a lookup by digest reveals nothing an attacker can steer.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+
+export type Caller =
+  | { kind: 'operator' }
+  | { kind: 'tenant'; tenantId: string };
+
+export function sha256Hex(value: string): string {
+  return createHash('sha256').update(value, 'utf8').digest('hex');
+}
+
+export class ApiKeyAuthority {
+  readonly #operatorDigest: Buffer | null;
+  /** sha256 hex → tenant id. */
+  readonly #tenantByDigest = new Map<string, string>();
+
+  constructor(operatorKey: string | undefined, tenantKeys: ReadonlyMap<string, readonly string[]>) {
+    this.#operatorDigest = operatorKey ? createHash('sha256').update(operatorKey, 'utf8').digest() : null;
+    for (const [tenantId, digests] of tenantKeys) {
+      for (const digest of digests) this.#tenantByDigest.set(digest.toLowerCase(), tenantId);
+    }
+  }
+
+  /** The caller a presented key belongs to, or null for a wrong or missing key. */
+  identify(presented: string | undefined): Caller | null {
+    if (presented === undefined || presented.length === 0 || presented.length > 1024) return null;
+    const digest = createHash('sha256').update(presented, 'utf8').digest();
+    if (this.#operatorDigest && timingSafeEqual(digest, this.#operatorDigest)) {
+      return { kind: 'operator' };
+    }
+    const tenantId = this.#tenantByDigest.get(digest.toString('hex'));
+    return tenantId === undefined ? null : { kind: 'tenant', tenantId };
+  }
+}

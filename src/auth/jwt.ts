@@ -1,0 +1,149 @@
+/**
+ * Realtime authentication (SPEC §2): verifies a JWT with the one configured
+ * algorithm and turns its claims into the identity of a connection.
+ *
+ * Every failure is an AuthError whose `reason` is for the log only; clients
+ * are told "Invalid token" and nothing more.
+ */
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { jwtVerify, SignJWT, type JWTPayload } from 'jose';
+import type { Config, JwtAlgorithm } from '../config/types.js';
+import { DEFAULT_TENANT, isValidTenantId } from '../tenancy/tenant-id.js';
+
+/** Who a verified token speaks for. */
+export interface Identity {
+  userId: string;
+  tenantId: string;
+  roles: readonly string[];
+  /** JWT `channels` claim; null = any channel of the tenant. */
+  permittedChannels: readonly string[] | null;
+  /** Expiry in epoch milliseconds (leeway not included). */
+  expiresAtMs: number;
+}
+
+export class AuthError extends Error {
+  constructor(readonly reason: string) {
+    super('Invalid token');
+    this.name = 'AuthError';
+  }
+}
+
+/** Longest token we even try to verify; real tokens are far shorter. */
+export const MAX_TOKEN_LENGTH = 8192;
+const MAX_SUB_LENGTH = 256;
+
+type VerificationKey = Uint8Array | KeyObject;
+
+export class TokenVerifier {
+  readonly #algorithm: JwtAlgorithm;
+  readonly #key: VerificationKey;
+  readonly #issuer: string | undefined;
+  readonly #audience: string | undefined;
+  readonly #leewaySeconds: number;
+  readonly #tenancyEnabled: boolean;
+
+  constructor(config: Config) {
+    this.#algorithm = config.jwt.algorithm;
+    this.#key = verificationKey(config);
+    this.#issuer = config.jwt.issuer;
+    this.#audience = config.jwt.audience;
+    this.#leewaySeconds = config.jwt.leewaySeconds;
+    this.#tenancyEnabled = config.tenancy.enabled;
+  }
+
+  async verify(token: string): Promise<Identity> {
+    if (token.length === 0) throw new AuthError('empty token');
+    if (token.length > MAX_TOKEN_LENGTH) throw new AuthError('token too long');
+    const payload = await this.#verifySignatureAndTimes(token);
+    return this.#identityFrom(payload);
+  }
+
+  async #verifySignatureAndTimes(token: string): Promise<JWTPayload> {
+    try {
+      const { payload } = await jwtVerify(token, this.#key, {
+        algorithms: [this.#algorithm],
+        issuer: this.#issuer,
+        audience: this.#audience,
+        clockTolerance: this.#leewaySeconds,
+        requiredClaims: ['exp', 'sub'],
+      });
+      return payload;
+    } catch (error) {
+      const code = (error as { code?: string }).code ?? 'ERR_JWT_INVALID';
+      throw new AuthError(`${code}: ${(error as Error).message}`);
+    }
+  }
+
+  #identityFrom(payload: JWTPayload): Identity {
+    const { sub, exp } = payload;
+    if (typeof sub !== 'string' || sub.length === 0 || sub.length > MAX_SUB_LENGTH) {
+      throw new AuthError('sub must be a non-empty string of at most 256 characters');
+    }
+    if (typeof exp !== 'number' || !Number.isFinite(exp)) throw new AuthError('exp must be a number');
+    return {
+      userId: sub,
+      tenantId: this.#tenantFrom(payload.tenant_id),
+      roles: stringArrayClaim(payload.roles, 'roles') ?? [],
+      permittedChannels: stringArrayClaim(payload.channels, 'channels'),
+      expiresAtMs: exp * 1000,
+    };
+  }
+
+  #tenantFrom(claim: unknown): string {
+    // With tenancy off every connection lives in `default` and the claim is
+    // ignored entirely (SPEC §3).
+    if (!this.#tenancyEnabled || claim === undefined || claim === null) return DEFAULT_TENANT;
+    if (!isValidTenantId(claim)) throw new AuthError('tenant_id is not a valid tenant id');
+    return claim;
+  }
+}
+
+function stringArrayClaim(value: unknown, name: string): string[] | null {
+  if (value === undefined || value === null) return null;
+  if (!Array.isArray(value) || value.length > 1000 || !value.every((v) => typeof v === 'string')) {
+    throw new AuthError(`${name} must be an array of strings`);
+  }
+  return value as string[];
+}
+
+function verificationKey(config: Config): VerificationKey {
+  const { algorithm, secret, publicKey } = config.jwt;
+  if (algorithm.startsWith('HS')) {
+    if (!secret) throw new Error(`JWT_SECRET is required for ${algorithm}`);
+    return new TextEncoder().encode(secret);
+  }
+  // TODO(issue 3): JWT_JWKS_URL verification for asymmetric algorithms.
+  if (!publicKey) throw new Error(`JWT_PUBLIC_KEY is required for ${algorithm}`);
+  return createPublicKey(publicKey);
+}
+
+export interface TokenClaims {
+  sub: string;
+  tenantId?: string;
+  ttlSeconds?: number;
+  roles?: string[];
+  channels?: string[];
+}
+
+/**
+ * Signs a token with the configured HMAC secret: the CLI's `token` command
+ * and the development start-up hint. Asymmetric setups sign elsewhere.
+ */
+export async function signToken(config: Config, claims: TokenClaims): Promise<string> {
+  const { algorithm, secret, issuer, audience } = config.jwt;
+  if (!algorithm.startsWith('HS') || !secret) {
+    throw new Error(`tokens can only be signed here with an HS* algorithm and JWT_SECRET (configured: ${algorithm})`);
+  }
+  const body: JWTPayload = {};
+  if (claims.tenantId !== undefined) body.tenant_id = claims.tenantId;
+  if (claims.roles !== undefined) body.roles = claims.roles;
+  if (claims.channels !== undefined) body.channels = claims.channels;
+  const jwt = new SignJWT(body)
+    .setProtectedHeader({ alg: algorithm, typ: 'JWT' })
+    .setSubject(claims.sub)
+    .setIssuedAt()
+    .setExpirationTime(`${claims.ttlSeconds ?? 3600}s`);
+  if (issuer) jwt.setIssuer(issuer);
+  if (audience) jwt.setAudience(audience);
+  return jwt.sign(new TextEncoder().encode(secret));
+}

@@ -1,0 +1,80 @@
+/**
+ * Who is calling the HTTP API and which tenant the request acts in
+ * (SPEC §2 "HTTP API", §3). Every `/api/v1` route and `/stats` runs this
+ * before its handler; handlers read `request.scope` and nothing else.
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ApiKeyAuthority, Caller } from '../auth/api-key.js';
+import { ApiError } from '../errors.js';
+import { DEFAULT_TENANT, isValidTenantId } from '../tenancy/tenant-id.js';
+
+export interface RequestScope {
+  caller: Caller;
+  /** The tenant acted in; null = every tenant (operator cross-tenant routes only). */
+  tenantId: string | null;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    scope: RequestScope;
+  }
+  interface FastifyContextConfig {
+    /** Operator may call without X-Tenant-ID and then sees every tenant. */
+    crossTenant?: boolean;
+  }
+}
+
+export interface ScopeOptions {
+  tenancyEnabled: boolean;
+  keys: ApiKeyAuthority;
+}
+
+export function registerApiScope(app: FastifyInstance, options: ScopeOptions): void {
+  app.decorateRequest('scope', null as unknown as RequestScope);
+  app.addHook('onRequest', async (request) => {
+    request.scope = resolveScope(request, options);
+  });
+}
+
+function resolveScope(request: FastifyRequest, options: ScopeOptions): RequestScope {
+  const presented = headerValue(request.headers['x-api-key']);
+  if (presented === undefined) throw new ApiError('UNAUTHORIZED', 'Missing API key');
+  const caller = options.keys.identify(presented);
+  if (caller === null) throw new ApiError('UNAUTHORIZED', 'Invalid API key');
+  if (!options.tenancyEnabled) return { caller, tenantId: DEFAULT_TENANT };
+  const requested = headerValue(request.headers['x-tenant-id']);
+  return caller.kind === 'tenant'
+    ? tenantKeyScope(caller, requested)
+    : operatorScope(caller, requested, request.routeOptions.config.crossTenant === true);
+}
+
+function tenantKeyScope(caller: Extract<Caller, { kind: 'tenant' }>, requested: string | undefined): RequestScope {
+  if (requested !== undefined && requested !== caller.tenantId) {
+    throw new ApiError('TENANT_ACCESS_DENIED', 'This API key cannot act for that tenant');
+  }
+  return { caller, tenantId: caller.tenantId };
+}
+
+function operatorScope(caller: Caller, requested: string | undefined, crossTenant: boolean): RequestScope {
+  if (requested === undefined) {
+    if (crossTenant) return { caller, tenantId: null };
+    throw new ApiError('INVALID_TENANT', 'X-Tenant-ID is required with the operator key');
+  }
+  if (!isValidTenantId(requested)) {
+    throw new ApiError('INVALID_TENANT', 'X-Tenant-ID must be 1-64 characters of A-Z a-z 0-9 . _ -');
+  }
+  return { caller, tenantId: requested };
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  const single = Array.isArray(value) ? value[0] : value;
+  const trimmed = single?.trim();
+  return trimmed === undefined || trimmed === '' ? undefined : trimmed;
+}
+
+/** The tenant of a tenant-scoped route; cross-tenant routes never call this. */
+export function tenantOf(request: FastifyRequest): string {
+  const tenantId = request.scope.tenantId;
+  if (tenantId === null) throw new ApiError('INVALID_TENANT', 'X-Tenant-ID is required');
+  return tenantId;
+}

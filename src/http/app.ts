@@ -1,0 +1,146 @@
+/**
+ * The Fastify application: body parsing, CORS, the JSON error envelope for
+ * every failure (SPEC §6, including 404, 405, 413, 415 and parse errors),
+ * request metrics, and the route modules.
+ */
+import cors from '@fastify/cors';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { ApiError, HTTP_ERRORS, errorBody, type ErrorDetail } from '../errors.js';
+import type { OriginPolicy } from '../auth/origin.js';
+import type { Metrics } from '../ops/metrics.js';
+import { redactUrl } from '../ops/logger.js';
+import { AllowedMethods } from './allowed-methods.js';
+
+export const SEND_BODY_LIMIT = 64 * 1024;
+export const BATCH_BODY_LIMIT = 1024 * 1024;
+
+export interface AppOptions {
+  log: Logger;
+  metrics: Metrics;
+  origins: OriginPolicy;
+  production: boolean;
+  /** Fastify/proxy-addr form: true, proxy addresses, or a hop test. */
+  trustProxy: boolean | string[] | ((address: string, hop: number) => boolean);
+}
+
+export function createApp(options: AppOptions): FastifyInstance {
+  const app: FastifyInstance = Fastify({
+    loggerInstance: options.log as FastifyBaseLogger,
+    // Requests are logged once, by registerRequestMetrics, with redacted URLs.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: SEND_BODY_LIMIT,
+    routerOptions: { maxParamLength: 2048 },
+    trustProxy: options.trustProxy,
+    return503OnClosing: true,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: true } },
+  });
+  acceptJsonVariants(app);
+  registerCors(app, options.origins);
+  registerErrorHandling(app, options);
+  registerRequestMetrics(app, options.metrics, options.log);
+  return app;
+}
+
+/** `application/*+json` is JSON too (SPEC §6 refuses only non-JSON types). */
+function acceptJsonVariants(app: FastifyInstance): void {
+  app.addContentTypeParser(/^application\/[\w.-]+\+json(?:;.*)?$/i, { parseAs: 'string' }, (_req, body, done) => {
+    const parser = app.getDefaultJsonParser('error', 'error');
+    parser(_req, body as string, done);
+  });
+}
+
+function registerCors(app: FastifyInstance, origins: OriginPolicy): void {
+  void app.register(cors, {
+    origin: origins.restricted ? (origin, callback) => callback(null, origins.allows(origin)) : '*',
+    methods: ['GET', 'POST', 'PUT', 'DELETE', 'OPTIONS'],
+    allowedHeaders: ['Content-Type', 'Authorization', 'X-API-Key', 'X-Tenant-ID', 'Last-Event-ID'],
+    exposedHeaders: ['Retry-After', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset'],
+    credentials: false,
+    maxAge: 600,
+    strictPreflight: false,
+  });
+}
+
+function registerErrorHandling(app: FastifyInstance, options: AppOptions): void {
+  const allowed = new AllowedMethods();
+  app.addHook('onRoute', (route) => allowed.add(route.method, route.url));
+
+  app.setNotFoundHandler((request, reply) => {
+    const methods = allowed.forPath(request.url.split('?')[0] ?? '/');
+    if (methods.length > 0) {
+      void reply
+        .code(405)
+        .header('Allow', methods.join(', '))
+        .send(errorBody('METHOD_NOT_ALLOWED', `Method ${request.method} is not allowed here`));
+      return;
+    }
+    void reply.code(404).send(errorBody('NOT_FOUND', 'Route not found'));
+  });
+
+  app.setErrorHandler((error: FastifyError | ApiError, request, reply) => {
+    const apiError = error instanceof ApiError ? error : translate(error as FastifyError);
+    if (apiError === null) {
+      request.log.error({ err: error, url: redactUrl(request.url) }, 'request failed');
+      const message = options.production
+        ? HTTP_ERRORS.INTERNAL_ERROR.message
+        : `${HTTP_ERRORS.INTERNAL_ERROR.message}: ${(error as Error).message}`;
+      void reply.code(500).send(errorBody('INTERNAL_ERROR', message));
+      return;
+    }
+    if (apiError.headers) void reply.headers(apiError.headers);
+    void reply.code(apiError.status).send(apiError.toBody());
+  });
+}
+
+/** Fastify's own errors, as entries of our catalogue; null = internal. */
+function translate(error: FastifyError): ApiError | null {
+  if (error.validation) {
+    return new ApiError('VALIDATION_ERROR', 'Request is invalid', { details: validationDetails(error) });
+  }
+  switch (error.code) {
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new ApiError('UNSUPPORTED_MEDIA_TYPE', 'Content-Type must be application/json');
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new ApiError('PAYLOAD_TOO_LARGE', 'Request body is too large');
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new ApiError('INVALID_JSON', 'Request body is empty');
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new ApiError('VALIDATION_ERROR', 'Content-Length does not match the body');
+  }
+  if (error instanceof SyntaxError || error.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
+    return new ApiError('INVALID_JSON', 'Request body is not valid JSON');
+  }
+  if (error.statusCode === 400 && /__proto__|constructor/.test(error.message)) {
+    return new ApiError('INVALID_JSON', 'Request body contains a forbidden key (__proto__ or constructor.prototype)');
+  }
+  if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
+    return new ApiError('VALIDATION_ERROR', 'Request is invalid', { status: error.statusCode });
+  }
+  return null;
+}
+
+function validationDetails(error: FastifyError): ErrorDetail[] {
+  return (error.validation ?? []).map((issue) => {
+    const params = issue.params as { missingProperty?: string };
+    const base = issue.instancePath.replace(/^\//, '').replace(/\//g, '.');
+    const path = params.missingProperty ? (base ? `${base}.${params.missingProperty}` : params.missingProperty) : base;
+    return { path: path || '(body)', message: issue.message ?? 'is invalid' };
+  });
+}
+
+function registerRequestMetrics(app: FastifyInstance, metrics: Metrics, log: Logger): void {
+  app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    const labels = { method: request.method, route };
+    metrics.httpRequests.inc({ ...labels, status: String(reply.statusCode) });
+    metrics.httpDuration.observe(labels, reply.elapsedTime / 1000);
+    log.debug(
+      { method: request.method, url: redactUrl(request.url), status: reply.statusCode, ms: reply.elapsedTime },
+      'http request',
+    );
+    done();
+  });
+}

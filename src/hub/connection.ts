@@ -1,0 +1,208 @@
+/**
+ * One live client connection, WebSocket or SSE, as the hub and the
+ * dispatcher see it. The transport underneath only knows how to write a
+ * prepared message; everything about ordering and backpressure is here:
+ *
+ * - While the socket keeps up, messages are written straight through.
+ * - Once it falls behind (the socket asks for 'drain'), messages wait in a
+ *   backlog with one lane per priority, so Critical/High overtake
+ *   Normal/Low (SPEC §7), and the backlog is flushed on 'drain'.
+ * - When bytes buffered in the socket plus the backlog pass
+ *   WEBSOCKET_MAX_BUFFERED_BYTES, the connection is closed as a slow
+ *   consumer (4008). Memory per connection is therefore bounded.
+ * - While a replay runs (SPEC §7), live messages are held in the backlog
+ *   and follow the replayed ones.
+ */
+import type { Identity } from '../auth/jwt.js';
+import { LANE_COUNT, type OutboundMessage } from './outbound.js';
+
+export type TransportKind = 'ws' | 'sse';
+
+/** Why a connection ended; also the `reason` label of the close metric. */
+export type CloseReason =
+  | 'client'
+  | 'idle'
+  | 'slow_consumer'
+  | 'shutdown'
+  | 'limit'
+  | 'token_expired'
+  | 'rate_limited'
+  | 'protocol_error'
+  | 'error';
+
+export interface Transport {
+  readonly kind: TransportKind;
+  /** Writes one message to the socket now. */
+  write(message: OutboundMessage): void;
+  /** Bytes accepted by the transport but not yet taken by the kernel. */
+  bufferedBytes(): number;
+  /** True after the socket's buffer filled, until it emits 'drain'. */
+  needsDrain(): boolean;
+  /** Protocol-level keep-alive probe (WebSocket ping); SSE has none. */
+  ping(): void;
+  /** Ends the connection the way its protocol does; called once. */
+  end(reason: CloseReason): void;
+}
+
+/** Called by the connection when it ends, whoever ended it. */
+export interface ConnectionOwner {
+  connectionEnded(connection: Connection, reason: CloseReason): void;
+}
+
+class Lane {
+  #items: OutboundMessage[] = [];
+  #head = 0;
+
+  get size(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(message: OutboundMessage): void {
+    this.#items.push(message);
+  }
+
+  shift(): OutboundMessage | undefined {
+    const message = this.#items[this.#head];
+    if (message === undefined) return undefined;
+    this.#items[this.#head++] = undefined as unknown as OutboundMessage;
+    if (this.#head === this.#items.length) {
+      this.#items = [];
+      this.#head = 0;
+    }
+    return message;
+  }
+}
+
+export class Connection {
+  readonly id: string;
+  readonly tenantId: string;
+  readonly userId: string;
+  readonly roles: ReadonlySet<string>;
+  readonly permittedChannels: readonly string[] | null;
+  readonly kind: TransportKind;
+  readonly connectedAt: Date;
+  readonly channels = new Set<string>();
+  expiresAtMs: number;
+  lastSeenMs: number;
+  /** Dispatch sequence that last reached this connection (one copy per dispatch). */
+  dispatchStamp = 0;
+
+  readonly #transport: Transport;
+  readonly #owner: ConnectionOwner;
+  readonly #maxBufferedBytes: number;
+  #lanes: Lane[] | null = null;
+  #backlogBytes = 0;
+  #holdingForReplay = false;
+  #ended = false;
+
+  constructor(
+    id: string,
+    identity: Identity,
+    transport: Transport,
+    owner: ConnectionOwner,
+    maxBufferedBytes: number,
+  ) {
+    this.id = id;
+    this.tenantId = identity.tenantId;
+    this.userId = identity.userId;
+    this.roles = new Set(identity.roles);
+    this.permittedChannels = identity.permittedChannels;
+    this.expiresAtMs = identity.expiresAtMs;
+    this.kind = transport.kind;
+    this.connectedAt = new Date();
+    this.lastSeenMs = Date.now();
+    this.#transport = transport;
+    this.#owner = owner;
+    this.#maxBufferedBytes = maxBufferedBytes;
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /**
+   * Hands a message to this connection. Returns false when the connection
+   * could not take it: already ended, or ended now as a slow consumer.
+   */
+  deliver(message: OutboundMessage): boolean {
+    if (this.#ended) return false;
+    if (this.#backlogBytes === 0 && !this.#holdingForReplay && !this.#transport.needsDrain()) {
+      this.#transport.write(message);
+    } else {
+      this.#enqueue(message);
+    }
+    return this.#withinBufferLimit();
+  }
+
+  /** Writes a replayed message ahead of anything held back (SPEC §7). */
+  writeReplayed(message: OutboundMessage): boolean {
+    if (this.#ended) return false;
+    this.#transport.write(message);
+    return this.#withinBufferLimit();
+  }
+
+  /** Live messages wait in the backlog until the replay ends. */
+  holdForReplay(): void {
+    this.#holdingForReplay = true;
+  }
+
+  endReplay(): void {
+    this.#holdingForReplay = false;
+    this.flush();
+  }
+
+  /** Writes backlog, most urgent lane first, until the socket pushes back. */
+  flush(): void {
+    const lanes = this.#lanes;
+    if (lanes === null || this.#ended || this.#holdingForReplay) return;
+    for (let lane = 0; lane < LANE_COUNT && this.#backlogBytes > 0; lane++) {
+      const queue = lanes[lane]!;
+      while (queue.size > 0) {
+        if (this.#transport.needsDrain()) return;
+        const message = queue.shift()!;
+        this.#backlogBytes -= message.byteLength;
+        this.#transport.write(message);
+      }
+    }
+  }
+
+  /** Ends the connection (idempotent); the owner hears about it once. */
+  end(reason: CloseReason): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#lanes = null;
+    this.#backlogBytes = 0;
+    this.#transport.end(reason);
+    this.#owner.connectionEnded(this, reason);
+  }
+
+  /** The socket went away underneath us (peer closed or errored). */
+  transportClosed(reason: CloseReason = 'client'): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#lanes = null;
+    this.#backlogBytes = 0;
+    this.#owner.connectionEnded(this, reason);
+  }
+
+  /** True while messages wait in the backlog or the socket wants 'drain'. */
+  get congested(): boolean {
+    return this.#backlogBytes > 0 || this.#transport.needsDrain();
+  }
+
+  ping(): void {
+    if (!this.#ended) this.#transport.ping();
+  }
+
+  #enqueue(message: OutboundMessage): void {
+    const lanes = (this.#lanes ??= Array.from({ length: LANE_COUNT }, () => new Lane()));
+    lanes[message.lane]!.push(message);
+    this.#backlogBytes += message.byteLength;
+  }
+
+  #withinBufferLimit(): boolean {
+    if (this.#transport.bufferedBytes() + this.#backlogBytes <= this.#maxBufferedBytes) return true;
+    this.end('slow_consumer');
+    return false;
+  }
+}

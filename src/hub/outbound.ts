@@ -1,0 +1,65 @@
+/**
+ * A message on its way to clients, serialised once and shared by every
+ * recipient (SPEC §7: "serialised once per notification"). The WebSocket
+ * payload and the SSE frame are derived lazily, at most once each, the
+ * first time a connection of that kind needs them.
+ */
+
+export const PRIORITIES = ['Critical', 'High', 'Normal', 'Low'] as const;
+export type Priority = (typeof PRIORITIES)[number];
+
+/** Backlog lane of each priority; lower lanes are written first. */
+export const PRIORITY_LANE: Readonly<Record<Priority, number>> = {
+  Critical: 0,
+  High: 1,
+  Normal: 2,
+  Low: 3,
+};
+export const LANE_COUNT = 4;
+const CONTROL_LANE = PRIORITY_LANE.High;
+
+export class OutboundMessage {
+  readonly json: string;
+  /** SSE `event:` name. */
+  readonly event: string;
+  /** SSE `id:` (notifications only); never contains CR or LF. */
+  readonly id: string | undefined;
+  readonly lane: number;
+  #wsPayload: Buffer | undefined;
+  #byteLength = -1;
+  #sseFrame: Buffer | undefined;
+
+  constructor(json: string, event: string, lane: number, id?: string) {
+    this.json = json;
+    this.event = event;
+    this.lane = lane;
+    this.id = id;
+  }
+
+  /** A protocol reply or notice (pong, subscribed, error…). */
+  static control(body: { type: string; [field: string]: unknown }): OutboundMessage {
+    return new OutboundMessage(JSON.stringify(body), body.type, CONTROL_LANE);
+  }
+
+  /** UTF-8 size of the JSON, computed once and shared by every recipient. */
+  get byteLength(): number {
+    if (this.#byteLength < 0) this.#byteLength = Buffer.byteLength(this.json, 'utf8');
+    return this.#byteLength;
+  }
+
+  get wsPayload(): Buffer {
+    return (this.#wsPayload ??= Buffer.from(this.json, 'utf8'));
+  }
+
+  /**
+   * JSON.stringify escapes CR and LF inside strings, so `json` is one line
+   * and the frame cannot be split by user data (SPEC §5).
+   */
+  get sseFrame(): Buffer {
+    if (this.#sseFrame === undefined) {
+      const idLine = this.id === undefined ? '' : `id: ${this.id}\n`;
+      this.#sseFrame = Buffer.from(`${idLine}event: ${this.event}\ndata: ${this.json}\n\n`, 'utf8');
+    }
+    return this.#sseFrame;
+  }
+}

@@ -1,0 +1,219 @@
+/**
+ * One Ara node: owns every part, and is the one place that decides the
+ * order in which they start and stop (SPEC §10).
+ */
+import type { IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { ApiKeyAuthority } from './auth/api-key.js';
+import { TokenVerifier } from './auth/jwt.js';
+import { OriginPolicy } from './auth/origin.js';
+import { limitsFor } from './config/config.js';
+import type { Config } from './config/types.js';
+import { Dispatcher } from './delivery/dispatcher.js';
+import { ApiError } from './errors.js';
+import type { Connection } from './hub/connection.js';
+import { Hub } from './hub/hub.js';
+import { Liveness } from './hub/liveness.js';
+import { OutboundMessage } from './hub/outbound.js';
+import { createApp } from './http/app.js';
+import { registerApiScope } from './http/api-scope.js';
+import { registerNotificationRoutes } from './http/routes/notifications.js';
+import { registerOpsRoutes } from './http/routes/ops.js';
+import { registerQueryRoutes } from './http/routes/queries.js';
+import { registerStatsRoutes } from './http/routes/stats.js';
+import { createLogger } from './ops/logger.js';
+import { Metrics } from './ops/metrics.js';
+import { NotificationStats } from './tenancy/tenant-stats.js';
+import { HandshakeAuthenticator } from './transport/handshake.js';
+import { RealtimeService, sendError } from './transport/realtime.js';
+import { registerSseRoute } from './transport/sse.js';
+import { WsGateway } from './transport/ws.js';
+import { VERSION } from './version.js';
+
+export interface NodeOptions {
+  /** A ready logger (tests capture output); built from the config otherwise. */
+  log?: Logger;
+}
+
+export class AraNode {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly hub: Hub;
+  readonly dispatcher: Dispatcher;
+  readonly stats = new NotificationStats();
+  readonly #app: FastifyInstance;
+  readonly #realtime: RealtimeService;
+  readonly #gateway: WsGateway;
+  readonly #liveness: Liveness;
+  readonly #startedAtMs = Date.now();
+  #accepting = false;
+  #stopping: Promise<void> | null = null;
+
+  constructor(config: Config, options: NodeOptions = {}) {
+    this.config = config;
+    this.log = options.log ?? createLogger(config.log);
+    this.hub = new Hub(
+      {
+        maxConnections: config.websocket.maxConnections,
+        maxConnectionsPerUser: config.websocket.maxConnectionsPerUser,
+        maxSubscriptionsPerConnection: config.websocket.maxSubscriptionsPerConnection,
+      },
+      (tenantId) => (config.tenancy.enabled ? limitsFor(config, tenantId) : null),
+    );
+    this.metrics = new Metrics({
+      connections: () => this.hub.connectionCount,
+      users: () => sumOverSpaces(this.hub, (space) => space.users.size),
+      channels: () => sumOverSpaces(this.hub, (space) => space.channels.size),
+    });
+    this.dispatcher = new Dispatcher(this.hub, this.metrics, this.stats);
+
+    const verifier = new TokenVerifier(config);
+    const origins = new OriginPolicy(config.corsOrigins);
+    const keys = new ApiKeyAuthority(config.api.key, config.api.tenantKeys);
+    const authenticator = new HandshakeAuthenticator(verifier, origins, this.log);
+    this.#realtime = new RealtimeService(this.hub, verifier, this.metrics, this.log, {
+      heartbeatIntervalMs: config.websocket.heartbeatIntervalMs,
+      maxBufferedBytes: config.websocket.maxBufferedBytes,
+      leewayMs: config.jwt.leewaySeconds * 1000,
+    });
+    const clientAddress = (req: IncomingMessage) => req.socket.remoteAddress ?? 'unknown';
+    this.#gateway = new WsGateway(authenticator, this.#realtime, this.log, {
+      maxMessageBytes: config.websocket.maxMessageBytes,
+      compression: config.websocket.compression,
+      clientAddress,
+    });
+    this.#liveness = new Liveness(
+      this.hub,
+      {
+        heartbeatIntervalMs: config.websocket.heartbeatIntervalMs,
+        connectionTimeoutMs: config.websocket.connectionTimeoutMs,
+        cleanupIntervalMs: config.websocket.cleanupIntervalMs,
+        leewayMs: config.jwt.leewaySeconds * 1000,
+      },
+      expireToken,
+    );
+
+    this.#app = createApp({
+      log: this.log,
+      metrics: this.metrics,
+      origins,
+      production: config.production,
+      trustProxy: false,
+    });
+    registerSseRoute(this.#app, authenticator, this.#realtime, {
+      clientAddress,
+      isAccepting: () => this.#accepting,
+    });
+    this.#app.get('/ws', async () => {
+      throw new ApiError('UPGRADE_REQUIRED', 'This endpoint needs a WebSocket upgrade', {
+        headers: { Upgrade: 'websocket', 'Sec-WebSocket-Version': '13' },
+      });
+    });
+    void this.#app.register(async (api) => {
+      registerApiScope(api, { tenancyEnabled: config.tenancy.enabled, keys });
+      registerNotificationRoutes(api, { dispatcher: this.dispatcher, templates: null, metrics: this.metrics });
+      registerQueryRoutes(api, this.hub);
+      registerStatsRoutes(api, this.hub, this.stats, {
+        redis: () => ({ status: 'disabled', connected: false }),
+        queue: () => ({ enabled: config.queue.enabled, backend: config.queue.backend }),
+        ack: () => ({ enabled: config.ack.enabled }),
+      });
+    });
+    registerOpsRoutes(this.#app, {
+      hub: this.hub,
+      metrics: this.metrics,
+      keys,
+      version: VERSION,
+      startedAtMs: this.#startedAtMs,
+      metricsToken: config.metricsToken,
+      health: {
+        accepting: () => this.#accepting,
+        report: () => ({
+          healthy: true,
+          sections: {
+            redis: { status: 'disabled', connected: false },
+            queue: { enabled: config.queue.enabled, backend: config.queue.backend },
+          },
+        }),
+      },
+    });
+  }
+
+  /** Listens on SERVER_HOST:SERVER_PORT (port 0 picks a free one). */
+  async start(): Promise<AddressInfo> {
+    await this.#app.ready();
+    this.#app.server.on('upgrade', this.#gateway.handleUpgrade);
+    await this.#app.listen({ host: this.config.server.host, port: this.config.server.port });
+    this.#accepting = true;
+    this.#liveness.start();
+    const address = this.#app.server.address() as AddressInfo;
+    this.log.info({ host: address.address, port: address.port, version: VERSION }, 'ara node listening');
+    return address;
+  }
+
+  get address(): AddressInfo {
+    return this.#app.server.address() as AddressInfo;
+  }
+
+  /**
+   * Graceful shutdown under one deadline: stop accepting, tell every client
+   * (reconnect delays spread so they do not return at once), close them,
+   * let in-flight requests finish, then close whatever is left.
+   */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#shutdown();
+    return this.#stopping;
+  }
+
+  async #shutdown(): Promise<void> {
+    const deadline = Date.now() + this.config.shutdownGraceMs;
+    this.log.info({ connections: this.hub.connectionCount }, 'shutting down');
+    this.#accepting = false;
+    this.#gateway.stopAccepting();
+    this.#liveness.stop();
+    this.#closeConnections();
+    const closed = this.#app.close();
+    const finished = await Promise.race([closed.then(() => true), delay(deadline - Date.now() - 250, false)]);
+    if (!finished) {
+      this.log.warn('shutdown grace ending: closing remaining connections');
+      this.#app.server.closeAllConnections();
+    }
+    await this.#gateway.terminateAll(Math.max(0, deadline - Date.now() - 100));
+    this.log.info('shutdown complete');
+  }
+
+  #closeConnections(): void {
+    const connections: Connection[] = [];
+    for (const space of this.hub.spaces()) connections.push(...space.connections);
+    const window = Math.min(60, Math.max(5, Math.ceil(connections.length / 200)));
+    for (const connection of connections) {
+      const reconnectAfter = 1 + Math.floor(Math.random() * window);
+      connection.deliver(
+        OutboundMessage.control({
+          type: 'shutdown',
+          reason: 'Server shutting down',
+          reconnect_after_seconds: reconnectAfter,
+        }),
+      );
+      connection.end('shutdown');
+    }
+  }
+}
+
+function expireToken(connection: Connection): void {
+  sendError(connection, 'TOKEN_EXPIRED', 'Token expired; reconnect with a fresh token');
+  connection.end('token_expired');
+}
+
+function sumOverSpaces(hub: Hub, count: (space: import('./hub/hub.js').TenantSpace) => number): number {
+  let total = 0;
+  for (const space of hub.spaces()) total += count(space);
+  return total;
+}
+
+function delay<T>(ms: number, value: T): Promise<T> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms), value).unref());
+}

@@ -1,0 +1,111 @@
+/**
+ * Every Prometheus metric of the service (SPEC §9), defined in one place and
+ * updated by the parts where the events happen. Label values are always
+ * from closed sets in this code, never from client input, so series stay
+ * bounded. Gauges that mirror live state are computed at scrape time.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface LiveCounts {
+  connections(): number;
+  users(): number;
+  channels(): number;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly wsOpened = new Counter({
+    name: 'ara_ws_connections_opened_total',
+    help: 'Realtime connections registered (WebSocket and SSE).',
+    registers: [this.registry],
+  });
+  readonly wsClosed = new Counter({
+    name: 'ara_ws_connections_closed_total',
+    help: 'Realtime connections ended, by reason.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly wsMessagesReceived = new Counter({
+    name: 'ara_ws_messages_received_total',
+    help: 'Client messages received on WebSocket, by type (invalid for unparseable ones).',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  });
+  readonly messagesSent = new Counter({
+    name: 'ara_messages_sent_total',
+    help: 'Notifications dispatched, by target type.',
+    labelNames: ['target'] as const,
+    registers: [this.registry],
+  });
+  readonly messagesDelivered = new Counter({
+    name: 'ara_messages_delivered_total',
+    help: 'Notification copies accepted by a connection on this node.',
+    registers: [this.registry],
+  });
+  readonly messagesFailed = new Counter({
+    name: 'ara_messages_failed_total',
+    help: 'Notification copies a target connection could not take.',
+    registers: [this.registry],
+  });
+  readonly deliveryLatency = new Histogram({
+    name: 'ara_message_delivery_latency_seconds',
+    help: 'Time from a notification being built to its last local write (one sample per dispatch).',
+    buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
+    registers: [this.registry],
+  });
+  readonly slowConsumerDisconnects = new Counter({
+    name: 'ara_slow_consumer_disconnects_total',
+    help: 'Connections closed because their outbound backlog passed WEBSOCKET_MAX_BUFFERED_BYTES.',
+    registers: [this.registry],
+  });
+  readonly httpRequests = new Counter({
+    name: 'ara_http_requests_total',
+    help: 'HTTP requests answered, by method, route pattern and status.',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly httpDuration = new Histogram({
+    name: 'ara_http_request_duration_seconds',
+    help: 'HTTP request duration, by method and route pattern.',
+    labelNames: ['method', 'route'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [this.registry],
+  });
+  readonly batchSize = new Histogram({
+    name: 'ara_batch_size',
+    help: 'Items per batch request.',
+    buckets: [1, 5, 10, 25, 50, 75, 100],
+    registers: [this.registry],
+  });
+  readonly rateLimitAllowed = new Counter({
+    name: 'ara_ratelimit_allowed_total',
+    help: 'Rate limiter decisions that let a request through, by limiter.',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  });
+  readonly rateLimitDenied = new Counter({
+    name: 'ara_ratelimit_denied_total',
+    help: 'Rate limiter decisions that refused a request, by limiter.',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(live: LiveCounts) {
+    collectDefaultMetrics({ register: this.registry });
+    liveGauge(this.registry, 'ara_connections_total', 'Live realtime connections (WS + SSE).', live.connections);
+    liveGauge(this.registry, 'ara_users_connected', 'Distinct (tenant, user) pairs connected.', live.users);
+    liveGauge(this.registry, 'ara_channels_active', 'Channels with at least one subscriber.', live.channels);
+  }
+}
+
+function liveGauge(registry: Registry, name: string, help: string, read: () => number): void {
+  new Gauge({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(read());
+    },
+  });
+}

@@ -1,0 +1,73 @@
+/**
+ * What WS upgrades and SSE requests share before a connection exists
+ * (SPEC §2, §4, §5): the Origin check, the connect-rate limit and the JWT.
+ * Cheap checks run first so a flood of bad handshakes costs little.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Logger } from 'pino';
+import { AuthError, type Identity, type TokenVerifier } from '../auth/jwt.js';
+import type { OriginPolicy } from '../auth/origin.js';
+import type { HttpErrorCode } from '../errors.js';
+
+export type HandshakeOutcome =
+  | { ok: true; identity: Identity }
+  | { ok: false; code: HttpErrorCode; message: string; status?: number; headers?: Record<string, string> };
+
+/** Decides whether a client address may open another connection now. */
+export interface ConnectGate {
+  /** null = allowed; otherwise seconds until a retry can succeed. */
+  check(clientAddress: string): number | null;
+}
+
+export class HandshakeAuthenticator {
+  readonly #verifier: TokenVerifier;
+  readonly #origins: OriginPolicy;
+  readonly #log: Logger;
+  #connectGate: ConnectGate | null = null;
+
+  constructor(verifier: TokenVerifier, origins: OriginPolicy, log: Logger) {
+    this.#verifier = verifier;
+    this.#origins = origins;
+    this.#log = log;
+  }
+
+  setConnectGate(gate: ConnectGate | null): void {
+    this.#connectGate = gate;
+  }
+
+  async authenticate(req: IncomingMessage, url: URL, clientAddress: string): Promise<HandshakeOutcome> {
+    const origin = req.headers.origin;
+    if (!this.#origins.allows(origin)) {
+      this.#log.info({ origin, clientAddress }, 'realtime connection refused: origin not allowed');
+      return { ok: false, code: 'ORIGIN_NOT_ALLOWED', message: 'Origin not allowed' };
+    }
+    const retryAfter = this.#connectGate?.check(clientAddress) ?? null;
+    if (retryAfter !== null) {
+      return {
+        ok: false,
+        code: 'RATE_LIMITED',
+        message: `Too many connection attempts, retry after ${retryAfter} seconds`,
+        headers: { 'Retry-After': String(retryAfter) },
+      };
+    }
+    const token = tokenOf(req, url);
+    if (token === null) return { ok: false, code: 'UNAUTHORIZED', message: 'Missing authentication token' };
+    try {
+      return { ok: true, identity: await this.#verifier.verify(token) };
+    } catch (error) {
+      const reason = error instanceof AuthError ? error.reason : 'verification failed';
+      this.#log.info({ reason, clientAddress }, 'realtime connection refused: invalid token');
+      return { ok: false, code: 'UNAUTHORIZED', message: 'Invalid token' };
+    }
+  }
+}
+
+/** `?token=` wins, even when empty; otherwise `Authorization: Bearer`. */
+export function tokenOf(req: IncomingMessage, url: URL): string | null {
+  const fromQuery = url.searchParams.get('token');
+  if (fromQuery !== null) return fromQuery;
+  const header = req.headers.authorization;
+  if (header === undefined) return null;
+  const match = /^bearer +(\S+)\s*$/i.exec(header);
+  return match ? match[1]! : null;
+}

@@ -1,0 +1,246 @@
+/**
+ * The life of a realtime connection once authenticated, common to WS and
+ * SSE: registration under the caps, the `connected` greeting, the client
+ * messages of SPEC §4, and the bookkeeping when it ends.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { AuthError, type Identity, type TokenVerifier } from '../auth/jwt.js';
+import type { RealtimeErrorCode } from '../errors.js';
+import { isChannelPermitted, isValidChannelName } from '../hub/channel-name.js';
+import { Connection, type CloseReason, type ConnectionOwner, type Transport } from '../hub/connection.js';
+import type { CapName, Hub } from '../hub/hub.js';
+import { OutboundMessage } from '../hub/outbound.js';
+import type { Metrics } from '../ops/metrics.js';
+import type { ClientMessage } from './protocol.js';
+import { parseClientMessage } from './protocol.js';
+
+export type OpenResult =
+  | { ok: true; connection: Connection }
+  | { ok: false; cap: CapName; message: string };
+
+/** Answers `Ack` messages (SPEC §7); absent while ACK is disabled. */
+export interface AckHandler {
+  acknowledge(connection: Connection, notificationId: string): boolean;
+}
+
+/** Runs the offline-queue replay or a resume for a fresh connection (SPEC §7). */
+export interface ReplayHandler {
+  replayOnConnect(connection: Connection, lastEventId: string | null): Promise<void>;
+}
+
+export interface RealtimeOptions {
+  heartbeatIntervalMs: number;
+  maxBufferedBytes: number;
+  leewayMs: number;
+}
+
+const PONG = OutboundMessage.control({ type: 'pong' });
+
+export class RealtimeService implements ConnectionOwner {
+  readonly #hub: Hub;
+  readonly #verifier: TokenVerifier;
+  readonly #metrics: Metrics;
+  readonly #log: Logger;
+  readonly #options: RealtimeOptions;
+  #acks: AckHandler | null = null;
+  #replay: ReplayHandler | null = null;
+
+  constructor(hub: Hub, verifier: TokenVerifier, metrics: Metrics, log: Logger, options: RealtimeOptions) {
+    this.#hub = hub;
+    this.#verifier = verifier;
+    this.#metrics = metrics;
+    this.#log = log;
+    this.#options = options;
+  }
+
+  setAckHandler(handler: AckHandler | null): void {
+    this.#acks = handler;
+  }
+
+  setReplayHandler(handler: ReplayHandler | null): void {
+    this.#replay = handler;
+  }
+
+  /** Creates and registers a connection, or says which cap refused it. */
+  open(identity: Identity, transport: Transport): OpenResult {
+    const connection = new Connection(randomUUID(), identity, transport, this, this.#options.maxBufferedBytes);
+    const registered = this.#hub.register(connection);
+    if (!registered.ok) {
+      this.#log.info(
+        { tenantId: identity.tenantId, userId: identity.userId, cap: registered.cap },
+        'realtime connection refused: connection limit',
+      );
+      return registered;
+    }
+    this.#metrics.wsOpened.inc();
+    this.#log.debug(
+      { connectionId: connection.id, tenantId: connection.tenantId, userId: connection.userId, kind: connection.kind },
+      'connection opened',
+    );
+    return { ok: true, connection };
+  }
+
+  /** Greets the client, then replays what waited for it, then goes live. */
+  async start(connection: Connection, lastEventId: string | null = null): Promise<void> {
+    connection.deliver(
+      OutboundMessage.control({
+        type: 'connected',
+        connection_id: connection.id,
+        user_id: connection.userId,
+        tenant_id: connection.tenantId,
+        heartbeat_interval: this.#options.heartbeatIntervalMs / 1000,
+      }),
+    );
+    if (this.#replay) await this.#replay.replayOnConnect(connection, lastEventId);
+  }
+
+  connectionEnded(connection: Connection, reason: CloseReason): void {
+    this.#hub.unregister(connection, reason);
+    this.#metrics.wsClosed.inc({ reason });
+    if (reason === 'slow_consumer') {
+      this.#metrics.slowConsumerDisconnects.inc();
+      this.#log.info({ connectionId: connection.id, tenantId: connection.tenantId }, 'slow consumer disconnected');
+    } else {
+      this.#log.debug({ connectionId: connection.id, reason }, 'connection closed');
+    }
+  }
+
+  /** One inbound WebSocket text frame. */
+  async handleText(connection: Connection, text: string): Promise<void> {
+    const parsed = parseClientMessage(text);
+    if (!parsed.ok) {
+      this.#metrics.wsMessagesReceived.inc({ type: 'invalid' });
+      sendError(connection, 'INVALID_MESSAGE', parsed.problem);
+      return;
+    }
+    this.#metrics.wsMessagesReceived.inc({ type: parsed.message.type.toLowerCase() });
+    await this.#handleMessage(connection, parsed.message);
+  }
+
+  handleBinary(connection: Connection): void {
+    this.#metrics.wsMessagesReceived.inc({ type: 'binary' });
+    sendError(connection, 'UNSUPPORTED_FORMAT', 'Binary messages are not supported');
+  }
+
+  async #handleMessage(connection: Connection, message: ClientMessage): Promise<void> {
+    switch (message.type) {
+      case 'Ping':
+        connection.deliver(PONG);
+        return;
+      case 'Subscribe':
+        this.subscribeAll(connection, message.channels, true);
+        return;
+      case 'Unsubscribe':
+        this.#unsubscribeAll(connection, message.channels);
+        return;
+      case 'Ack':
+        this.#acknowledge(connection, message.notificationId);
+        return;
+      case 'Refresh':
+        await this.#refresh(connection, message.token);
+        return;
+      case 'Resume':
+        // FIXME(issue 4): resume from history needs QUEUE_ENABLED stores.
+        sendError(connection, 'INVALID_MESSAGE', 'Resume is not available: history is not enabled on this server');
+        return;
+    }
+  }
+
+  /**
+   * Subscribes to each valid, permitted name; returns the failures. With
+   * `reply`, answers as SPEC §4 says: `subscribed` unless every name failed,
+   * then one SUBSCRIPTION_ERROR naming each failure.
+   */
+  subscribeAll(connection: Connection, requested: readonly unknown[], reply: boolean): string[] {
+    const subscribed: string[] = [];
+    const failures: string[] = [];
+    for (const name of requested) {
+      const failure = this.#subscribeOne(connection, name);
+      if (failure === null) subscribed.push(name as string);
+      else failures.push(failure);
+    }
+    if (reply && (subscribed.length > 0 || failures.length === 0)) {
+      connection.deliver(OutboundMessage.control({ type: 'subscribed', payload: subscribed }));
+    }
+    if (reply && failures.length > 0) sendError(connection, 'SUBSCRIPTION_ERROR', failures.join('; '));
+    return failures;
+  }
+
+  /** Problems with channels requested at connect (SSE `?channels=`), before any connection exists. */
+  channelProblems(identity: Identity, requested: readonly string[]): string[] {
+    const problems: string[] = [];
+    for (const name of requested) {
+      const problem = nameProblem(name, identity.permittedChannels);
+      if (problem !== null) problems.push(problem);
+    }
+    const max = this.#hub.limitsFor(identity.tenantId).maxSubscriptionsPerConnection;
+    const distinct = new Set(requested).size;
+    if (max > 0 && distinct > max) problems.push(`Subscription limit exceeded (${distinct}/${max})`);
+    return problems;
+  }
+
+  #subscribeOne(connection: Connection, name: unknown): string | null {
+    const problem = nameProblem(name, connection.permittedChannels);
+    if (problem !== null) return problem;
+    if (this.#hub.subscribe(connection, name as string) !== 'limit') return null;
+    const max = this.#hub.limitsFor(connection.tenantId).maxSubscriptionsPerConnection;
+    return `Subscription limit reached (${connection.channels.size}/${max}): ${quoted(name)}`;
+  }
+
+  #unsubscribeAll(connection: Connection, requested: readonly unknown[]): void {
+    const names: string[] = [];
+    for (const name of requested) {
+      if (typeof name !== 'string') continue;
+      this.#hub.unsubscribe(connection, name);
+      names.push(name);
+    }
+    connection.deliver(OutboundMessage.control({ type: 'unsubscribed', payload: names }));
+  }
+
+  #acknowledge(connection: Connection, notificationId: string): void {
+    const acks = this.#acks;
+    if (acks === null) return; // ACK disabled: no reply (SPEC §4)
+    if (acks.acknowledge(connection, notificationId)) {
+      connection.deliver(OutboundMessage.control({ type: 'acked', notification_id: notificationId }));
+    } else {
+      sendError(connection, 'INVALID_ACK', `Unknown or invalid notification: ${notificationId}`);
+    }
+  }
+
+  async #refresh(connection: Connection, token: string): Promise<void> {
+    let identity: Identity;
+    try {
+      identity = await this.#verifier.verify(token);
+    } catch (error) {
+      const reason = error instanceof AuthError ? error.reason : 'verification failed';
+      this.#log.info({ connectionId: connection.id, reason }, 'refresh refused: invalid token');
+      sendError(connection, 'INVALID_TOKEN', 'Invalid token');
+      return;
+    }
+    if (identity.userId !== connection.userId || identity.tenantId !== connection.tenantId) {
+      this.#log.info({ connectionId: connection.id }, 'refresh refused: token is for another identity');
+      sendError(connection, 'INVALID_TOKEN', 'Token belongs to another user or tenant');
+      return;
+    }
+    connection.expiresAtMs = identity.expiresAtMs;
+    const expiresAt = new Date(identity.expiresAtMs).toISOString();
+    connection.deliver(OutboundMessage.control({ type: 'refreshed', expires_at: expiresAt }));
+  }
+}
+
+export function sendError(connection: Connection, code: RealtimeErrorCode, message: string): void {
+  connection.deliver(OutboundMessage.control({ type: 'error', code, message }));
+}
+
+function nameProblem(name: unknown, permitted: readonly string[] | null): string | null {
+  if (!isValidChannelName(name)) return `Invalid channel name: ${quoted(name)}`;
+  if (!isChannelPermitted(name, permitted)) return `Channel not permitted: ${quoted(name)}`;
+  return null;
+}
+
+/** Names in error texts are JSON-quoted so control characters stay visible and inert. */
+function quoted(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
