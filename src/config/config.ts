@@ -125,7 +125,7 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 }
 
 function errorCode(error: unknown): string {
-  const code = isPlainObject(error) || error instanceof Error
+  const code = typeof error === 'object' && error !== null
     ? (error as { code?: unknown }).code
     : undefined;
   return typeof code === 'string' ? code : 'unreadable';
@@ -231,7 +231,8 @@ class EnvReader {
     const ms = Math.round(seconds * 1000);
     if (ms >= 1 && seconds <= maxSeconds) return ms;
 
-    this.problem(name, `${name} must be a number of seconds greater than 0 and at most ${maxSeconds} (got ${shown(value)})`);
+    this.problem(name, `${name} must be a number of seconds greater than 0 and at most `
+      + `${maxSeconds} (got ${shown(value)})`);
     return fallbackSeconds * 1000;
   }
 
@@ -539,7 +540,8 @@ function hmacKeys(
 
   if (production) {
     r.problem('JWT_SECRET', `JWT_SECRET is required in production with JWT_ALGORITHM=${algorithm} `
-      + `(at least ${MIN_SECRET_BYTES} bytes), or use RS*/ES*/EdDSA with JWT_PUBLIC_KEY or JWT_JWKS_URL`);
+      + `(at least ${MIN_SECRET_BYTES} bytes), `
+      + 'or use RS*/ES*/EdDSA with JWT_PUBLIC_KEY or JWT_JWKS_URL');
     return {};
   }
   r.warn('JWT_SECRET is not set: a random secret was generated for this run (development only)');
@@ -562,7 +564,8 @@ function asymmetricKeys(
   }
   if (jwksUrl !== undefined) return { jwksUrl };
 
-  r.problem('JWT_PUBLIC_KEY', `JWT_PUBLIC_KEY or JWT_JWKS_URL is required with JWT_ALGORITHM=${algorithm}`);
+  r.problem('JWT_PUBLIC_KEY',
+    `JWT_PUBLIC_KEY or JWT_JWKS_URL is required with JWT_ALGORITHM=${algorithm}`);
   return {};
 }
 
@@ -641,20 +644,32 @@ function readTenantApiKeys(r: EnvReader, production: boolean): Map<string, strin
   const entries = splitList(r.raw('TENANT_API_KEYS') ?? '');
 
   entries.forEach((entry, index) => {
-    const where = `TENANT_API_KEYS entry ${index + 1}`;
-    const colon = entry.indexOf(':');
-    const tenantId = colon < 0 ? '' : entry.slice(0, colon).trim();
-    const key = entry.slice(colon + 1).trim();
-    // Neither the entry nor a malformed id is shown: either may be the key itself.
-    if (colon < 0) return r.problem('TENANT_API_KEYS', `${where} must be written tenant:key`);
-    if (!isValidTenantId(tenantId)) {
-      return r.problem('TENANT_API_KEYS', `${where}: tenant id must be ${TENANT_ID_RULE}`);
+    const parsed = parseTenantKeyEntry(entry, production);
+    if (typeof parsed === 'string') {
+      r.problem('TENANT_API_KEYS', `TENANT_API_KEYS entry ${index + 1}${parsed}`);
+    } else {
+      addDigest(keys, parsed.tenantId, sha256Hex(parsed.key));
     }
-    const fault = tenantKeyFault(key, production);
-    if (fault !== undefined) return r.problem('TENANT_API_KEYS', `${where} (tenant "${tenantId}"): ${fault}`);
-    addDigest(keys, tenantId, sha256Hex(key));
   });
   return keys;
+}
+
+/**
+ * One `tenant:key` entry, or the end of a problem line. Neither the entry nor
+ * a malformed id is ever shown: either may be the key itself.
+ */
+function parseTenantKeyEntry(
+  entry: string, production: boolean,
+): { tenantId: string; key: string } | string {
+  const colon = entry.indexOf(':');
+  if (colon < 0) return ' must be written tenant:key';
+
+  const tenantId = entry.slice(0, colon).trim();
+  const key = entry.slice(colon + 1).trim();
+  if (!isValidTenantId(tenantId)) return `: tenant id must be ${TENANT_ID_RULE}`;
+
+  const fault = tenantKeyFault(key, production);
+  return fault === undefined ? { tenantId, key } : ` (tenant "${tenantId}"): ${fault}`;
 }
 
 function addDigest(keys: Map<string, string[]>, tenantId: string, digest: string): void {
@@ -826,7 +841,9 @@ function parseTenantJwt(
   return parseTenantKey(value, at, production, report);
 }
 
-function parseTenantJwks(value: Record<string, unknown>, at: string, report: Report): TenantJwt | undefined {
+function parseTenantJwks(
+  value: Record<string, unknown>, at: string, report: Report,
+): TenantJwt | undefined {
   if (value.algorithm !== undefined) {
     report(`${at}.algorithm is not used with "jwks_url" (the JWKS names each key's algorithm)`);
   }
@@ -1106,8 +1123,9 @@ function checkTimings(r: EnvReader, config: Config): void {
 
   if (heartbeatValid && r.isValid('WEBSOCKET_CONNECTION_TIMEOUT')
     && connectionTimeoutMs <= heartbeatIntervalMs) {
-    r.problem('WEBSOCKET_CONNECTION_TIMEOUT', `WEBSOCKET_CONNECTION_TIMEOUT (${connectionTimeoutMs / 1000}) `
-      + `must be greater than WEBSOCKET_HEARTBEAT_INTERVAL (${heartbeatIntervalMs / 1000})`);
+    r.problem('WEBSOCKET_CONNECTION_TIMEOUT',
+      `WEBSOCKET_CONNECTION_TIMEOUT (${connectionTimeoutMs / 1000}) must be greater than `
+      + `WEBSOCKET_HEARTBEAT_INTERVAL (${heartbeatIntervalMs / 1000})`);
   }
 
   const { enabled, sessionTtlMs } = config.cluster;
@@ -1151,9 +1169,12 @@ function checkBackendServers(r: EnvReader, config: Config): void {
 
 function warnAboutTenancy(r: EnvReader, config: Config): void {
   const { enabled, tenants, envOverrides } = config.tenancy;
-  const tenantSettings = config.api.tenantKeys.size > 0 || tenants.length > 0 || envOverrides.size > 0;
-  if (!enabled && tenantSettings) {
-    r.warn('Tenant keys, TENANTS_FILE or TENANT_<ID>_ limits are set but TENANT_ENABLED is false: '
+  if (!enabled && config.api.tenantKeys.size > 0) {
+    // With tenancy off every request acts in tenant "default", which holds
+    // every connection: a key meant for one tenant would reach them all.
+    r.problem('TENANT_API_KEYS', 'Tenant API keys (TENANT_API_KEYS or TENANTS_FILE) require TENANT_ENABLED=true');
+  } else if (!enabled && (tenants.length > 0 || envOverrides.size > 0)) {
+    r.warn('TENANTS_FILE or TENANT_<ID>_ limits are set but TENANT_ENABLED is false: '
       + 'everything lives in tenant "default"');
   }
   warnSharedEnvKeys(r, tenants);
@@ -1203,6 +1224,9 @@ export function parseConfig(env: Env, options: ParseOptions = {}): ConfigResult 
   checkTimings(r, config);
   checkBackendServers(r, config);
   warnAboutTenancy(r, config);
+  if (config.ack.redeliver && !(config.ack.enabled && config.queue.enabled)) {
+    r.warn('ACK_REDELIVER has no effect unless ACK_ENABLED and QUEUE_ENABLED are both true');
+  }
   if (production && config.metricsToken === undefined) {
     r.warn('METRICS_TOKEN is not set: /metrics is readable by anyone who can reach the port');
   }

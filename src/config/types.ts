@@ -68,7 +68,7 @@ export interface Config {
   tenancy: {
     enabled: boolean;
     defaults: ConnectionLimits;
-    /** TENANT_<ID>_… overrides and TENANTS_FILE limits, by tenant id. */
+    /** TENANTS_FILE limits, by tenant id (env overrides are in envOverrides and win). */
     overrides: Map<string, Partial<ConnectionLimits>>;
     /** Override keys as written in the environment (upper-cased id); matched lazily. */
     envOverrides: Map<string, Partial<ConnectionLimits>>;

@@ -1,7 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseEnv } from 'node:util';
@@ -229,6 +229,11 @@ describe('parseConfig defaults', () => {
     assert.equal(config.websocket.heartbeatIntervalMs, 30_000);
   });
 
+  test('SERVER_PORT 0 asks the OS for a free port', () => {
+    assert.equal(configOf({ SERVER_PORT: '0' }).server.port, 0);
+    assert.equal(configOf({ SERVER_PORT: '65535' }).server.port, 65_535);
+  });
+
   test('ignores unknown variables', () => {
     const config = configOf({ PATH: '/usr/bin', SERVER_PORTS: 'nonsense', HOME: '/root' });
     assert.equal(config.server.port, 8081);
@@ -362,14 +367,14 @@ describe('JWT_SECRET (C02)', () => {
 describe('problem reporting', () => {
   test('reports four independent problems together, one line each', () => {
     const problems = problemsOf({
-      SERVER_PORT: '0',
+      SERVER_PORT: '70000',
       LOG_LEVEL: 'loud',
       QUEUE_BACKEND: 'mysql',
       WEBSOCKET_COMPRESSION: 'maybe',
     });
 
     assert.deepEqual(problems, [
-      'SERVER_PORT must be a whole number from 1 to 65535 (got "0")',
+      'SERVER_PORT must be a whole number from 0 to 65535 (got "70000")',
       'LOG_LEVEL must be one of trace, debug, info, warn, error (got "loud")',
       'WEBSOCKET_COMPRESSION must be true or false (or 1/0, yes/no, on/off) (got "maybe")',
       'QUEUE_BACKEND must be one of memory, redis, postgres (got "mysql")',
@@ -382,7 +387,7 @@ describe('problem reporting', () => {
       API_KEY: 'short-api-key',
       DATABASE_URL: 'mysql://admin:hunter2-db-pass@db.internal/ara',
       REDIS_URL: 'http://:redis-pass-93x@redis.internal:6379',
-      TENANT_API_KEYS: 't-a:tenant-key-z1,loose-tenant-key-without-colon,bad id:another-key-q7',
+      TENANT_ENABLED: 'true', TENANT_API_KEYS: 't-a:tenant-key-z1,loose-tenant-key-without-colon,bad id:another-key-q7',
     };
     const problems = problemsOf({
       ...PRODUCTION, ...secrets, QUEUE_ENABLED: 'true', QUEUE_BACKEND: 'postgres',
@@ -588,14 +593,14 @@ describe('API_KEY', () => {
 
   test('production with tenant keys only starts without an operator key', () => {
     const config = configOf({
-      ...PRODUCTION, API_KEY: undefined, TENANT_API_KEYS: 't-a:Qm2Lx8Vr4Tz6Wp0Kn3',
+      ...PRODUCTION, API_KEY: undefined, TENANT_ENABLED: 'true', TENANT_API_KEYS: 't-a:Qm2Lx8Vr4Tz6Wp0Kn3',
     });
     assert.equal(config.api.key, undefined);
     assert.equal(config.api.generated, false);
   });
 
   test('development generates no operator key when tenant keys exist', () => {
-    const config = configOf({ TENANT_API_KEYS: 't-a:short' });
+    const config = configOf({ TENANT_ENABLED: 'true', TENANT_API_KEYS: 't-a:short' });
     assert.equal(config.api.key, undefined);
     assert.equal(config.api.generated, false);
   });
@@ -609,9 +614,15 @@ describe('API_KEY', () => {
 });
 
 describe('TENANT_API_KEYS', () => {
+  test('requires TENANT_ENABLED=true, since every request would otherwise act in "default"', () => {
+    assert.deepEqual(problemsOf({ TENANT_API_KEYS: 't-a:tenant-key-0123456789' }), [
+      'Tenant API keys (TENANT_API_KEYS or TENANTS_FILE) require TENANT_ENABLED=true',
+    ]);
+  });
+
   test('binds keys to tenants by sha256, split on the first colon, several per tenant', () => {
     const config = configOf({
-      TENANT_API_KEYS: 't-a:key-a-one ,  t-b : key:with:colons ,t-a:key-a-two,,',
+      TENANT_ENABLED: 'true', TENANT_API_KEYS: 't-a:key-a-one ,  t-b : key:with:colons ,t-a:key-a-two,,',
     });
 
     assert.deepEqual([...config.api.tenantKeys], [
@@ -621,7 +632,7 @@ describe('TENANT_API_KEYS', () => {
   });
 
   test('reports malformed entries by position', () => {
-    assert.deepEqual(problemsOf({ TENANT_API_KEYS: 'nocolon,bad id!:k,t-a:,t-b:ok-key' }), [
+    assert.deepEqual(problemsOf({ TENANT_ENABLED: 'true', TENANT_API_KEYS: 'nocolon,bad id!:k,t-a:,t-b:ok-key' }), [
       'TENANT_API_KEYS entry 1 must be written tenant:key',
       'TENANT_API_KEYS entry 2: tenant id must be 1-64 characters of A-Z a-z 0-9 . _ -',
       'TENANT_API_KEYS entry 3 (tenant "t-a"): key is empty',
@@ -630,7 +641,7 @@ describe('TENANT_API_KEYS', () => {
 
   test('production refuses short and placeholder tenant keys', () => {
     assert.deepEqual(problemsOf({
-      ...PRODUCTION, TENANT_API_KEYS: 't-a:short-key,t-b:change-me-tenant-key-b',
+      ...PRODUCTION, TENANT_ENABLED: 'true', TENANT_API_KEYS: 't-a:short-key,t-b:change-me-tenant-key-b',
     }), [
       'TENANT_API_KEYS entry 1 (tenant "t-a"): key must be at least 16 characters in production',
       'TENANT_API_KEYS entry 2 (tenant "t-b"): key is a placeholder value',
@@ -638,10 +649,10 @@ describe('TENANT_API_KEYS', () => {
   });
 
   test('refuses one key bound to two tenants, or equal to API_KEY', () => {
-    assert.deepEqual(problemsOf({ TENANT_API_KEYS: 't-a:shared-key,t-b:shared-key' }), [
+    assert.deepEqual(problemsOf({ TENANT_ENABLED: 'true', TENANT_API_KEYS: 't-a:shared-key,t-b:shared-key' }), [
       'TENANT_API_KEYS/TENANTS_FILE: the same API key is bound to tenants "t-a" and "t-b"',
     ]);
-    assert.deepEqual(problemsOf({ API_KEY: 'operator-key-123', TENANT_API_KEYS: 't-a:operator-key-123' }), [
+    assert.deepEqual(problemsOf({ API_KEY: 'operator-key-123', TENANT_ENABLED: 'true', TENANT_API_KEYS: 't-a:operator-key-123' }), [
       'TENANT_API_KEYS/TENANTS_FILE: a key of tenant "t-a" is the same as API_KEY',
     ]);
   });
@@ -664,7 +675,7 @@ describe('TENANTS_FILE', () => {
     };
     const options = filesFrom({ '/etc/ara/tenants.json': JSON.stringify(file) });
     const config = configOf({
-      TENANTS_FILE: '/etc/ara/tenants.json', TENANT_API_KEYS: 'acme:acme-key-2,t-b:t-b-key',
+      TENANT_ENABLED: 'true', TENANTS_FILE: '/etc/ara/tenants.json', TENANT_API_KEYS: 'acme:acme-key-2,t-b:t-b-key',
     }, options);
 
     assert.deepEqual(config.tenancy.tenants, [
@@ -688,7 +699,7 @@ describe('TENANTS_FILE', () => {
 
   test('file keys alone satisfy production without API_KEY', () => {
     const options = filesFrom({ '/t.json': JSON.stringify({ tenants: [{ id: 'acme', api_keys_sha256: [acmeDigest] }] }) });
-    const config = configOf({ ...PRODUCTION, API_KEY: undefined, TENANTS_FILE: '/t.json' }, options);
+    const config = configOf({ ...PRODUCTION, API_KEY: undefined, TENANT_ENABLED: 'true', TENANTS_FILE: '/t.json' }, options);
     assert.equal(config.api.key, undefined);
   });
 
@@ -714,7 +725,7 @@ describe('TENANTS_FILE', () => {
     };
     const options = filesFrom({ '/t.json': JSON.stringify(file) });
 
-    assert.deepEqual(problemsOf({ TENANTS_FILE: '/t.json' }, options), [
+    assert.deepEqual(problemsOf({ TENANT_ENABLED: 'true', TENANTS_FILE: '/t.json' }, options), [
       'TENANTS_FILE: tenants[0] must be an object',
       'TENANTS_FILE: tenants[1].id must be 1-64 characters of A-Z a-z 0-9 . _ - (got "bad id")',
       'TENANTS_FILE: tenants[2].api_keys_sha256[0] must be 64 hex characters (the SHA-256 digest of a key)',
@@ -738,7 +749,7 @@ describe('TENANTS_FILE', () => {
   test('production refuses a placeholder tenant secret', () => {
     const file = { tenants: [{ id: 'acme', jwt: { algorithm: 'HS256', secret: 'your-tenant-secret-of-32-bytes-or-more' } }] };
     const options = filesFrom({ '/t.json': JSON.stringify(file) });
-    assert.deepEqual(problemsOf({ ...PRODUCTION, TENANTS_FILE: '/t.json' }, options),
+    assert.deepEqual(problemsOf({ ...PRODUCTION, TENANT_ENABLED: 'true', TENANTS_FILE: '/t.json' }, options),
       ['TENANTS_FILE: tenants[0].jwt.secret is a placeholder value; set a real secret']);
   });
 
@@ -749,13 +760,13 @@ describe('TENANTS_FILE', () => {
       '/extra.json': '{"tenants": [], "version": 2}',
     });
 
-    assert.deepEqual(problemsOf({ TENANTS_FILE: '/missing.json' }, options),
+    assert.deepEqual(problemsOf({ TENANT_ENABLED: 'true', TENANTS_FILE: '/missing.json' }, options),
       ['TENANTS_FILE: cannot read "/missing.json" (ENOENT)']);
-    assert.deepEqual(problemsOf({ TENANTS_FILE: '/broken.json' }, options),
+    assert.deepEqual(problemsOf({ TENANT_ENABLED: 'true', TENANTS_FILE: '/broken.json' }, options),
       ['TENANTS_FILE: "/broken.json" is not valid JSON']);
-    assert.deepEqual(problemsOf({ TENANTS_FILE: '/array.json' }, options),
+    assert.deepEqual(problemsOf({ TENANT_ENABLED: 'true', TENANTS_FILE: '/array.json' }, options),
       ['TENANTS_FILE: must be a JSON object with a "tenants" array']);
-    assert.deepEqual(problemsOf({ TENANTS_FILE: '/extra.json' }, options),
+    assert.deepEqual(problemsOf({ TENANT_ENABLED: 'true', TENANTS_FILE: '/extra.json' }, options),
       ['TENANTS_FILE: unknown top-level field "version"']);
   });
 });
@@ -805,7 +816,7 @@ describe('tenantEnvKey and limitsFor', () => {
   test('the environment wins over TENANTS_FILE limits, which win over defaults', () => {
     const file = { tenants: [{ id: 't-a', max_connections: 100, max_connections_per_user: 8 }] };
     const config = configOf({
-      TENANTS_FILE: '/t.json', TENANT_T_A_MAX_CONNECTIONS: '7',
+      TENANT_ENABLED: 'true', TENANTS_FILE: '/t.json', TENANT_T_A_MAX_CONNECTIONS: '7',
     }, filesFrom({ '/t.json': JSON.stringify(file) }));
 
     assert.deepEqual(limitsFor(config, 't-a'),
@@ -1116,5 +1127,67 @@ describe('loadDotEnv', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('.env.example and docs/configuration.md', () => {
+  // Every variable of SPEC §1 (TENANT_<ID>_… written for tenant t-a).
+  const SPEC_VARIABLES = [
+    'RUN_MODE', 'SERVER_HOST', 'SERVER_PORT', 'TRUST_PROXY', 'LOG_LEVEL', 'RUST_LOG', 'LOG_FORMAT',
+    'JWT_SECRET', 'JWT_ALGORITHM', 'JWT_PUBLIC_KEY', 'JWT_JWKS_URL', 'JWT_ISSUER', 'JWT_AUDIENCE',
+    'JWT_LEEWAY_SECONDS', 'API_KEY', 'TENANT_API_KEYS', 'TENANTS_FILE', 'TENANT_ENABLED',
+    'TENANT_DEFAULT_MAX_CONNECTIONS', 'TENANT_DEFAULT_MAX_CONNECTIONS_PER_USER',
+    'TENANT_DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION', 'TENANT_T_A_MAX_CONNECTIONS',
+    'TENANT_T_A_MAX_CONNECTIONS_PER_USER', 'TENANT_T_A_MAX_SUBSCRIPTIONS_PER_CONNECTION',
+    'CORS_ORIGINS', 'REDIS_URL', 'REDIS_CHANNELS', 'REDIS_TRIGGER_ENABLED',
+    'REDIS_CIRCUIT_BREAKER_FAILURE_THRESHOLD', 'REDIS_CIRCUIT_BREAKER_SUCCESS_THRESHOLD',
+    'REDIS_CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS', 'REDIS_BACKOFF_INITIAL_DELAY_MS',
+    'REDIS_BACKOFF_MAX_DELAY_MS', 'DATABASE_URL', 'DATABASE_POOL_SIZE',
+    'WEBSOCKET_HEARTBEAT_INTERVAL', 'WEBSOCKET_CONNECTION_TIMEOUT', 'WEBSOCKET_CLEANUP_INTERVAL',
+    'WEBSOCKET_MAX_CONNECTIONS', 'WEBSOCKET_MAX_CONNECTIONS_PER_USER',
+    'WEBSOCKET_MAX_SUBSCRIPTIONS_PER_CONNECTION', 'WEBSOCKET_MAX_MESSAGE_BYTES',
+    'WEBSOCKET_MAX_BUFFERED_BYTES', 'WEBSOCKET_COMPRESSION', 'RATELIMIT_ENABLED', 'RATELIMIT_BACKEND',
+    'RATELIMIT_HTTP_REQUESTS_PER_SECOND', 'RATELIMIT_HTTP_BURST_SIZE',
+    'RATELIMIT_WS_CONNECTIONS_PER_MINUTE', 'RATELIMIT_WS_MESSAGES_PER_SECOND', 'QUEUE_ENABLED',
+    'QUEUE_BACKEND', 'QUEUE_MAX_SIZE_PER_USER', 'QUEUE_MESSAGE_TTL_SECONDS',
+    'QUEUE_CLEANUP_INTERVAL_SECONDS', 'HISTORY_CHANNEL_MAX_SIZE', 'ACK_ENABLED', 'ACK_BACKEND',
+    'ACK_TIMEOUT_SECONDS', 'ACK_CLEANUP_INTERVAL_SECONDS', 'ACK_REDELIVER', 'TEMPLATE_BACKEND',
+    'CLUSTER_ENABLED', 'CLUSTER_SERVER_ID', 'CLUSTER_SESSION_TTL_SECONDS', 'OTEL_ENABLED',
+    'OTEL_ENDPOINT', 'OTEL_SERVICE_NAME', 'OTEL_SAMPLING_RATIO', 'METRICS_TOKEN',
+    'SHUTDOWN_GRACE_SECONDS',
+  ];
+  const example = readFileSync(new URL('../../.env.example', import.meta.url), 'utf8');
+  const docs = readFileSync(new URL('../../docs/configuration.md', import.meta.url), 'utf8');
+
+  /** The settings without the values that are random on every call. */
+  function withoutRandom(config: Config): unknown {
+    return {
+      ...config,
+      jwt: { ...config.jwt, secret: undefined },
+      api: { ...config.api, key: undefined },
+      cluster: { ...config.cluster, serverId: undefined },
+    };
+  }
+
+  test('.env.example names every variable on its own line', () => {
+    const missing = SPEC_VARIABLES.filter((name) => !new RegExp(`^(# )?${name}=`, 'm').test(example));
+    assert.deepEqual(missing, []);
+  });
+
+  test('.env.example leaves every secret commented out', () => {
+    const active = Object.keys(parseEnv(example));
+    for (const secret of ['JWT_SECRET', 'API_KEY', 'TENANT_API_KEYS', 'METRICS_TOKEN', 'DATABASE_URL', 'REDIS_URL']) {
+      assert.equal(active.includes(secret), false, secret);
+    }
+  });
+
+  test('a copy of .env.example behaves exactly like an empty environment', () => {
+    assert.deepEqual(withoutRandom(configOf(parseEnv(example))), withoutRandom(configOf({})));
+  });
+
+  test('docs/configuration.md documents every variable', () => {
+    const documented = (name: string): boolean =>
+      docs.includes(name) || docs.includes(name.replace('TENANT_T_A_', 'TENANT_\\<ID\\>_'));
+    assert.deepEqual(SPEC_VARIABLES.filter((name) => !documented(name)), []);
   });
 });
