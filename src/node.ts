@@ -2,7 +2,6 @@
  * One Ara node: owns every part, and is the one place that decides the
  * order in which they start and stop (SPEC §10).
  */
-import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -18,6 +17,7 @@ import { Hub } from './hub/hub.js';
 import { Liveness } from './hub/liveness.js';
 import { OutboundMessage } from './hub/outbound.js';
 import { createApp } from './http/app.js';
+import { clientAddressResolver, trustFunction } from './http/client-address.js';
 import { registerApiScope } from './http/api-scope.js';
 import { registerNotificationRoutes } from './http/routes/notifications.js';
 import { registerOpsRoutes } from './http/routes/ops.js';
@@ -25,6 +25,7 @@ import { registerQueryRoutes } from './http/routes/queries.js';
 import { registerStatsRoutes } from './http/routes/stats.js';
 import { createLogger } from './ops/logger.js';
 import { Metrics } from './ops/metrics.js';
+import { createRateLimits, type RateLimits } from './ratelimit/rate-limits.js';
 import { NotificationStats } from './tenancy/tenant-stats.js';
 import { HandshakeAuthenticator } from './transport/handshake.js';
 import { RealtimeService, sendError } from './transport/realtime.js';
@@ -48,6 +49,7 @@ export class AraNode {
   readonly #realtime: RealtimeService;
   readonly #gateway: WsGateway;
   readonly #liveness: Liveness;
+  readonly #limits: RateLimits | null;
   readonly #startedAtMs = Date.now();
   #accepting = false;
   #stopping: Promise<void> | null = null;
@@ -78,8 +80,11 @@ export class AraNode {
       heartbeatIntervalMs: config.websocket.heartbeatIntervalMs,
       maxBufferedBytes: config.websocket.maxBufferedBytes,
       leewayMs: config.jwt.leewaySeconds * 1000,
+      messagesPerSecond: config.rateLimit.enabled ? config.rateLimit.wsMessagesPerSecond : 0,
     });
-    const clientAddress = (req: IncomingMessage) => req.socket.remoteAddress ?? 'unknown';
+    const clientAddress = clientAddressResolver(config.server.trustProxy);
+    this.#limits = createRateLimits(config, this.metrics);
+    authenticator.setConnectGate(this.#limits?.connectGate ?? null);
     this.#gateway = new WsGateway(authenticator, this.#realtime, this.log, {
       maxMessageBytes: config.websocket.maxMessageBytes,
       compression: config.websocket.compression,
@@ -101,7 +106,7 @@ export class AraNode {
       metrics: this.metrics,
       origins,
       production: config.production,
-      trustProxy: false,
+      trustProxy: trustFunction(config.server.trustProxy) ?? false,
     });
     registerSseRoute(this.#app, authenticator, this.#realtime, {
       clientAddress,
@@ -113,7 +118,7 @@ export class AraNode {
       });
     });
     void this.#app.register(async (api) => {
-      registerApiScope(api, { tenancyEnabled: config.tenancy.enabled, keys });
+      registerApiScope(api, { tenancyEnabled: config.tenancy.enabled, keys, limiter: this.#limits?.http ?? null });
       registerNotificationRoutes(api, { dispatcher: this.dispatcher, templates: null, metrics: this.metrics });
       registerQueryRoutes(api, this.hub);
       registerStatsRoutes(api, this.hub, this.stats, {
@@ -149,6 +154,7 @@ export class AraNode {
     await this.#app.listen({ host: this.config.server.host, port: this.config.server.port });
     this.#accepting = true;
     this.#liveness.start();
+    this.#limits?.startSweeping();
     const address = this.#app.server.address() as AddressInfo;
     this.log.info({ host: address.address, port: address.port, version: VERSION }, 'ara node listening');
     return address;
@@ -174,6 +180,7 @@ export class AraNode {
     this.#accepting = false;
     this.#gateway.stopAccepting();
     this.#liveness.stop();
+    this.#limits?.stopSweeping();
     this.#closeConnections();
     const closed = this.#app.close();
     const finished = await Promise.race([closed.then(() => true), delay(deadline - Date.now() - 250, false)]);

@@ -4,6 +4,7 @@
  * before its handler; handlers read `request.scope` and nothing else.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { HttpRateLimiter } from '../ratelimit/http-rate-limiter.js';
 import type { ApiKeyAuthority, Caller } from '../auth/api-key.js';
 import { ApiError } from '../errors.js';
 import { DEFAULT_TENANT, isValidTenantId } from '../tenancy/tenant-id.js';
@@ -27,20 +28,29 @@ declare module 'fastify' {
 export interface ScopeOptions {
   tenancyEnabled: boolean;
   keys: ApiKeyAuthority;
+  /** RATELIMIT_ENABLED: one bucket per caller, per client IP before authentication. */
+  limiter: HttpRateLimiter | null;
 }
 
 export function registerApiScope(app: FastifyInstance, options: ScopeOptions): void {
   app.decorateRequest('scope', null as unknown as RequestScope);
-  app.addHook('onRequest', async (request) => {
-    request.scope = resolveScope(request, options);
+  app.addHook('onRequest', async (request, reply) => {
+    const presented = headerValue(request.headers['x-api-key']);
+    const caller = presented === undefined ? null : options.keys.identify(presented);
+    // Unauthenticated requests spend their client address's tokens, so
+    // inventing keys never buys a fresh bucket (SPEC §6, case C19).
+    options.limiter?.admit(caller === null ? `ip:${request.ip}` : callerKey(caller), reply);
+    if (presented === undefined) throw new ApiError('UNAUTHORIZED', 'Missing API key');
+    if (caller === null) throw new ApiError('UNAUTHORIZED', 'Invalid API key');
+    request.scope = resolveScope(request, caller, options);
   });
 }
 
-function resolveScope(request: FastifyRequest, options: ScopeOptions): RequestScope {
-  const presented = headerValue(request.headers['x-api-key']);
-  if (presented === undefined) throw new ApiError('UNAUTHORIZED', 'Missing API key');
-  const caller = options.keys.identify(presented);
-  if (caller === null) throw new ApiError('UNAUTHORIZED', 'Invalid API key');
+function callerKey(caller: Caller): string {
+  return caller.kind === 'operator' ? 'key:operator' : `key:tenant:${caller.tenantId}`;
+}
+
+function resolveScope(request: FastifyRequest, caller: Caller, options: ScopeOptions): RequestScope {
   if (!options.tenancyEnabled) return { caller, tenantId: DEFAULT_TENANT };
   const requested = headerValue(request.headers['x-tenant-id']);
   return caller.kind === 'tenant'

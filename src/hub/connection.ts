@@ -86,6 +86,10 @@ export class Connection {
   lastSeenMs: number;
   /** Dispatch sequence that last reached this connection (one copy per dispatch). */
   dispatchStamp = 0;
+  /** Inbound message rate (SPEC §4): the current second, its count, and past seconds over the limit in a row. */
+  rateSecond = 0;
+  rateCount = 0;
+  rateOverStreak = 0;
 
   readonly #transport: Transport;
   readonly #owner: ConnectionOwner;

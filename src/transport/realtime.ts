@@ -33,7 +33,12 @@ export interface RealtimeOptions {
   heartbeatIntervalMs: number;
   maxBufferedBytes: number;
   leewayMs: number;
+  /** RATELIMIT_WS_MESSAGES_PER_SECOND when rate limiting is on; 0 = no limit. */
+  messagesPerSecond: number;
 }
+
+/** Seconds over the message rate in a row that end the connection (SPEC §4). */
+const OVER_LIMIT_SECONDS_TO_CLOSE = 3;
 
 const PONG = OutboundMessage.control({ type: 'pong' });
 
@@ -108,6 +113,7 @@ export class RealtimeService implements ConnectionOwner {
 
   /** One inbound WebSocket text frame. */
   async handleText(connection: Connection, text: string): Promise<void> {
+    if (!this.#admitMessage(connection)) return;
     const parsed = parseClientMessage(text);
     if (!parsed.ok) {
       this.#metrics.wsMessagesReceived.inc({ type: 'invalid' });
@@ -119,8 +125,38 @@ export class RealtimeService implements ConnectionOwner {
   }
 
   handleBinary(connection: Connection): void {
+    if (!this.#admitMessage(connection)) return;
     this.#metrics.wsMessagesReceived.inc({ type: 'binary' });
     sendError(connection, 'UNSUPPORTED_FORMAT', 'Binary messages are not supported');
+  }
+
+  /**
+   * Counts the message against its second. An excess message is dropped
+   * and answered with RATE_LIMITED; a third second in a row over the limit
+   * closes the connection with 1008.
+   */
+  #admitMessage(connection: Connection): boolean {
+    const limit = this.#options.messagesPerSecond;
+    if (limit === 0) return true;
+    const second = Math.floor(Date.now() / 1000);
+    if (second !== connection.rateSecond) {
+      const previousWasOver = second === connection.rateSecond + 1 && connection.rateCount > limit;
+      connection.rateOverStreak = previousWasOver ? connection.rateOverStreak + 1 : 0;
+      connection.rateSecond = second;
+      connection.rateCount = 0;
+    }
+    if (++connection.rateCount <= limit) {
+      this.#metrics.rateLimitAllowed.inc({ type: 'ws_message' });
+      return true;
+    }
+    this.#metrics.rateLimitDenied.inc({ type: 'ws_message' });
+    if (connection.rateOverStreak + 1 >= OVER_LIMIT_SECONDS_TO_CLOSE) {
+      this.#log.info({ connectionId: connection.id, tenantId: connection.tenantId }, 'closing connection: message rate');
+      connection.end('rate_limited');
+    } else {
+      sendError(connection, 'RATE_LIMITED', `More than ${limit} messages per second; message dropped`);
+    }
+    return false;
   }
 
   async #handleMessage(connection: Connection, message: ClientMessage): Promise<void> {
