@@ -23,6 +23,7 @@ import { registerNotificationRoutes } from './http/routes/notifications.js';
 import { registerOpsRoutes } from './http/routes/ops.js';
 import { registerQueryRoutes } from './http/routes/queries.js';
 import { registerStatsRoutes } from './http/routes/stats.js';
+import { registerTenantRoutes } from './http/routes/tenants.js';
 import { createLogger } from './ops/logger.js';
 import { Metrics } from './ops/metrics.js';
 import { createRateLimits, type RateLimits } from './ratelimit/rate-limits.js';
@@ -121,6 +122,12 @@ export class AraNode {
       registerApiScope(api, { tenancyEnabled: config.tenancy.enabled, keys, limiter: this.#limits?.http ?? null });
       registerNotificationRoutes(api, { dispatcher: this.dispatcher, templates: null, metrics: this.metrics });
       registerQueryRoutes(api, this.hub);
+      registerTenantRoutes(api, {
+        hub: this.hub,
+        stats: this.stats,
+        tenancyEnabled: config.tenancy.enabled,
+        configuredTenants: [...new Set([...config.api.tenantKeys.keys(), ...config.tenancy.tenants.map((t) => t.id)])],
+      });
       registerStatsRoutes(api, this.hub, this.stats, {
         redis: () => ({ status: 'disabled', connected: false }),
         queue: () => ({ enabled: config.queue.enabled, backend: config.queue.backend }),

@@ -6,8 +6,8 @@
  * are told "Invalid token" and nothing more.
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { jwtVerify, SignJWT, type JWTPayload } from 'jose';
-import type { Config, JwtAlgorithm } from '../config/types.js';
+import { createRemoteJWKSet, decodeJwt, jwtVerify, SignJWT, type JWTPayload } from 'jose';
+import type { Config, JwtAlgorithm, TenantJwt } from '../config/types.js';
 import { DEFAULT_TENANT, isValidTenantId } from '../tenancy/tenant-id.js';
 
 /** Who a verified token speaks for. */
@@ -31,37 +31,65 @@ export class AuthError extends Error {
 /** Longest token we even try to verify; real tokens are far shorter. */
 export const MAX_TOKEN_LENGTH = 8192;
 const MAX_SUB_LENGTH = 256;
+const ASYMMETRIC: JwtAlgorithm[] = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'EdDSA'];
 
-type VerificationKey = Uint8Array | KeyObject;
+/** How one key verifies: the key (or JWKS getter) and the algorithms it accepts. */
+interface VerificationKey {
+  key: Uint8Array | KeyObject | ReturnType<typeof createRemoteJWKSet>;
+  algorithms: JwtAlgorithm[];
+}
 
+/**
+ * Verifies tokens with the global key, or, for a tenant configured with
+ * its own key (TENANTS_FILE `jwt`), with that key only: the token's
+ * unverified `tenant_id` merely selects which configured key to try, and
+ * the global key never opens such a tenant (SPEC §1, §3).
+ */
 export class TokenVerifier {
-  readonly #algorithm: JwtAlgorithm;
-  readonly #key: VerificationKey;
+  readonly #globalKey: VerificationKey | null;
+  readonly #tenantKeys = new Map<string, VerificationKey>();
   readonly #issuer: string | undefined;
   readonly #audience: string | undefined;
   readonly #leewaySeconds: number;
   readonly #tenancyEnabled: boolean;
 
   constructor(config: Config) {
-    this.#algorithm = config.jwt.algorithm;
-    this.#key = verificationKey(config);
+    this.#globalKey = globalKey(config);
     this.#issuer = config.jwt.issuer;
     this.#audience = config.jwt.audience;
     this.#leewaySeconds = config.jwt.leewaySeconds;
     this.#tenancyEnabled = config.tenancy.enabled;
+    if (this.#tenancyEnabled) {
+      for (const tenant of config.tenancy.tenants) {
+        if (tenant.jwt) this.#tenantKeys.set(tenant.id, tenantKey(tenant.jwt));
+      }
+    }
   }
 
   async verify(token: string): Promise<Identity> {
     if (token.length === 0) throw new AuthError('empty token');
     if (token.length > MAX_TOKEN_LENGTH) throw new AuthError('token too long');
-    const payload = await this.#verifySignatureAndTimes(token);
-    return this.#identityFrom(payload);
+    const claimedTenant = this.#unverifiedTenant(token);
+    const key = (claimedTenant && this.#tenantKeys.get(claimedTenant)) || this.#globalKey;
+    if (key === null) throw new AuthError('no verification key is configured for this token');
+    return this.#identityFrom(await this.#verifySignatureAndTimes(token, key));
   }
 
-  async #verifySignatureAndTimes(token: string): Promise<JWTPayload> {
+  /** The tenant the token names, read without trusting it; only to pick a key. */
+  #unverifiedTenant(token: string): string | null {
+    if (!this.#tenancyEnabled || this.#tenantKeys.size === 0) return null;
     try {
-      const { payload } = await jwtVerify(token, this.#key, {
-        algorithms: [this.#algorithm],
+      const tenantId = decodeJwt(token).tenant_id;
+      return isValidTenantId(tenantId) ? tenantId : null;
+    } catch {
+      throw new AuthError('token is not a well-formed JWT');
+    }
+  }
+
+  async #verifySignatureAndTimes(token: string, key: VerificationKey): Promise<JWTPayload> {
+    try {
+      const { payload } = await jwtVerify(token, key.key as Uint8Array, {
+        algorithms: key.algorithms,
         issuer: this.#issuer,
         audience: this.#audience,
         clockTolerance: this.#leewaySeconds,
@@ -106,15 +134,29 @@ function stringArrayClaim(value: unknown, name: string): string[] | null {
   return value as string[];
 }
 
-function verificationKey(config: Config): VerificationKey {
-  const { algorithm, secret, publicKey } = config.jwt;
+function globalKey(config: Config): VerificationKey | null {
+  const { algorithm, secret, publicKey, jwksUrl } = config.jwt;
   if (algorithm.startsWith('HS')) {
-    if (!secret) throw new Error(`JWT_SECRET is required for ${algorithm}`);
-    return new TextEncoder().encode(secret);
+    return secret ? { key: new TextEncoder().encode(secret), algorithms: [algorithm] } : null;
   }
-  // TODO(issue 3): JWT_JWKS_URL verification for asymmetric algorithms.
-  if (!publicKey) throw new Error(`JWT_PUBLIC_KEY is required for ${algorithm}`);
-  return createPublicKey(publicKey);
+  if (publicKey) return { key: createPublicKey(publicKey), algorithms: [algorithm] };
+  if (jwksUrl) return { key: remoteKeySet(jwksUrl), algorithms: [algorithm] };
+  return null;
+}
+
+function tenantKey(jwt: TenantJwt): VerificationKey {
+  if ('jwksUrl' in jwt) return { key: remoteKeySet(jwt.jwksUrl), algorithms: ASYMMETRIC };
+  if ('secret' in jwt) return { key: new TextEncoder().encode(jwt.secret), algorithms: [jwt.algorithm] };
+  return { key: createPublicKey(jwt.publicKey), algorithms: [jwt.algorithm] };
+}
+
+/**
+ * A JWKS endpoint, cached; jose refetches it when a token names an unknown
+ * `kid`, at most once per cooldown, so tokens cannot make us hammer it.
+ * Only configured URLs are ever fetched: `jku`/`x5u` headers are ignored.
+ */
+function remoteKeySet(url: string): ReturnType<typeof createRemoteJWKSet> {
+  return createRemoteJWKSet(new URL(url), { cooldownDuration: 30_000, cacheMaxAge: 600_000, timeoutDuration: 5000 });
 }
 
 export interface TokenClaims {
