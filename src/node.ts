@@ -10,23 +10,27 @@ import { TokenVerifier } from './auth/jwt.js';
 import { OriginPolicy } from './auth/origin.js';
 import { limitsFor } from './config/config.js';
 import type { Config } from './config/types.js';
+import { Delivery } from './delivery/delivery.js';
 import { Dispatcher } from './delivery/dispatcher.js';
 import { ApiError } from './errors.js';
 import type { Connection } from './hub/connection.js';
-import { Hub } from './hub/hub.js';
+import { Hub, type TenantSpace } from './hub/hub.js';
 import { Liveness } from './hub/liveness.js';
 import { OutboundMessage } from './hub/outbound.js';
+import { registerApiScope } from './http/api-scope.js';
 import { createApp } from './http/app.js';
 import { clientAddressResolver, trustFunction } from './http/client-address.js';
-import { registerApiScope } from './http/api-scope.js';
 import { registerNotificationRoutes } from './http/routes/notifications.js';
 import { registerOpsRoutes } from './http/routes/ops.js';
 import { registerQueryRoutes } from './http/routes/queries.js';
 import { registerStatsRoutes } from './http/routes/stats.js';
+import { registerTemplateRoutes } from './http/routes/templates.js';
 import { registerTenantRoutes } from './http/routes/tenants.js';
 import { createLogger } from './ops/logger.js';
 import { Metrics } from './ops/metrics.js';
 import { createRateLimits, type RateLimits } from './ratelimit/rate-limits.js';
+import { ackSection, queueSection } from './storage/stats-sections.js';
+import { createStores, type StoreSet } from './storage/stores.js';
 import { NotificationStats } from './tenancy/tenant-stats.js';
 import { HandshakeAuthenticator } from './transport/handshake.js';
 import { RealtimeService, sendError } from './transport/realtime.js';
@@ -44,7 +48,8 @@ export class AraNode {
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly hub: Hub;
-  readonly dispatcher: Dispatcher;
+  readonly stores: StoreSet;
+  readonly delivery: Delivery;
   readonly stats = new NotificationStats();
   readonly #app: FastifyInstance;
   readonly #realtime: RealtimeService;
@@ -52,40 +57,45 @@ export class AraNode {
   readonly #liveness: Liveness;
   readonly #limits: RateLimits | null;
   readonly #startedAtMs = Date.now();
+  readonly #timers: NodeJS.Timeout[] = [];
   #accepting = false;
   #stopping: Promise<void> | null = null;
 
   constructor(config: Config, options: NodeOptions = {}) {
     this.config = config;
     this.log = options.log ?? createLogger(config.log);
-    this.hub = new Hub(
-      {
-        maxConnections: config.websocket.maxConnections,
-        maxConnectionsPerUser: config.websocket.maxConnectionsPerUser,
-        maxSubscriptionsPerConnection: config.websocket.maxSubscriptionsPerConnection,
-      },
-      (tenantId) => (config.tenancy.enabled ? limitsFor(config, tenantId) : null),
-    );
+    this.hub = createHub(config);
+    this.stores = createStores(config);
     this.metrics = new Metrics({
       connections: () => this.hub.connectionCount,
       users: () => sumOverSpaces(this.hub, (space) => space.users.size),
       channels: () => sumOverSpaces(this.hub, (space) => space.channels.size),
+      queuedMessages: this.stores.queue ? async () => (await this.stores.queue!.stats(null)).messages : undefined,
+      pendingAcks: this.stores.acks ? async () => (await this.stores.acks!.stats(null)).pendingCount : undefined,
     });
-    this.dispatcher = new Dispatcher(this.hub, this.metrics, this.stats);
+    this.delivery = new Delivery(
+      new Dispatcher(this.hub),
+      this.stores,
+      {
+        maxQueuePerUser: config.queue.maxSizePerUser,
+        queueTtlMs: config.queue.messageTtlMs,
+        historyChannelMaxSize: config.queue.historyChannelMaxSize,
+        ackTimeoutMs: config.ack.timeoutMs,
+        ackRedeliver: config.ack.redeliver,
+      },
+      this.metrics,
+      this.stats,
+      this.log,
+    );
 
     const verifier = new TokenVerifier(config);
     const origins = new OriginPolicy(config.corsOrigins);
     const keys = new ApiKeyAuthority(config.api.key, config.api.tenantKeys);
-    const authenticator = new HandshakeAuthenticator(verifier, origins, this.log);
-    this.#realtime = new RealtimeService(this.hub, verifier, this.metrics, this.log, {
-      heartbeatIntervalMs: config.websocket.heartbeatIntervalMs,
-      maxBufferedBytes: config.websocket.maxBufferedBytes,
-      leewayMs: config.jwt.leewaySeconds * 1000,
-      messagesPerSecond: config.rateLimit.enabled ? config.rateLimit.wsMessagesPerSecond : 0,
-    });
     const clientAddress = clientAddressResolver(config.server.trustProxy);
     this.#limits = createRateLimits(config, this.metrics);
+    const authenticator = new HandshakeAuthenticator(verifier, origins, this.log);
     authenticator.setConnectGate(this.#limits?.connectGate ?? null);
+    this.#realtime = this.#createRealtime(verifier);
     this.#gateway = new WsGateway(authenticator, this.#realtime, this.log, {
       maxMessageBytes: config.websocket.maxMessageBytes,
       compression: config.websocket.compression,
@@ -113,6 +123,24 @@ export class AraNode {
       clientAddress,
       isAccepting: () => this.#accepting,
     });
+    this.#registerHttpRoutes(keys);
+  }
+
+  #createRealtime(verifier: TokenVerifier): RealtimeService {
+    const { config } = this;
+    const realtime = new RealtimeService(this.hub, verifier, this.metrics, this.log, {
+      heartbeatIntervalMs: config.websocket.heartbeatIntervalMs,
+      maxBufferedBytes: config.websocket.maxBufferedBytes,
+      leewayMs: config.jwt.leewaySeconds * 1000,
+      messagesPerSecond: config.rateLimit.enabled ? config.rateLimit.wsMessagesPerSecond : 0,
+    });
+    if (this.stores.queue) realtime.setReplayHandler(this.delivery);
+    if (this.stores.acks) realtime.setAckHandler(this.delivery);
+    return realtime;
+  }
+
+  #registerHttpRoutes(keys: ApiKeyAuthority): void {
+    const { config, stores } = this;
     this.#app.get('/ws', async () => {
       throw new ApiError('UPGRADE_REQUIRED', 'This endpoint needs a WebSocket upgrade', {
         headers: { Upgrade: 'websocket', 'Sec-WebSocket-Version': '13' },
@@ -120,8 +148,9 @@ export class AraNode {
     });
     void this.#app.register(async (api) => {
       registerApiScope(api, { tenancyEnabled: config.tenancy.enabled, keys, limiter: this.#limits?.http ?? null });
-      registerNotificationRoutes(api, { dispatcher: this.dispatcher, templates: null, metrics: this.metrics });
+      registerNotificationRoutes(api, { delivery: this.delivery, templates: stores.templates, metrics: this.metrics });
       registerQueryRoutes(api, this.hub);
+      registerTemplateRoutes(api, stores.templates);
       registerTenantRoutes(api, {
         hub: this.hub,
         stats: this.stats,
@@ -130,8 +159,8 @@ export class AraNode {
       });
       registerStatsRoutes(api, this.hub, this.stats, {
         redis: () => ({ status: 'disabled', connected: false }),
-        queue: () => ({ enabled: config.queue.enabled, backend: config.queue.backend }),
-        ack: () => ({ enabled: config.ack.enabled }),
+        queue: (tenantId) => queueSection(config, stores, tenantId),
+        ack: (tenantId) => ackSection(stores, tenantId),
       });
     });
     registerOpsRoutes(this.#app, {
@@ -156,12 +185,14 @@ export class AraNode {
 
   /** Listens on SERVER_HOST:SERVER_PORT (port 0 picks a free one). */
   async start(): Promise<AddressInfo> {
+    await this.stores.start();
     await this.#app.ready();
     this.#app.server.on('upgrade', this.#gateway.handleUpgrade);
     await this.#app.listen({ host: this.config.server.host, port: this.config.server.port });
     this.#accepting = true;
     this.#liveness.start();
     this.#limits?.startSweeping();
+    this.#startCleanupTasks();
     const address = this.#app.server.address() as AddressInfo;
     this.log.info({ host: address.address, port: address.port, version: VERSION }, 'ara node listening');
     return address;
@@ -171,10 +202,23 @@ export class AraNode {
     return this.#app.server.address() as AddressInfo;
   }
 
+  #startCleanupTasks(): void {
+    const every = (ms: number, task: () => Promise<void>, what: string) => {
+      const timer = setInterval(() => {
+        task().catch((error: unknown) => this.log.warn({ err: error }, `${what} failed`));
+      }, ms);
+      timer.unref();
+      this.#timers.push(timer);
+    };
+    if (this.stores.queue) every(this.config.queue.cleanupIntervalMs, () => this.delivery.purgeExpired(), 'queue cleanup');
+    if (this.stores.acks) every(this.config.ack.cleanupIntervalMs, () => this.delivery.expireAcks(), 'ack expiry');
+  }
+
   /**
    * Graceful shutdown under one deadline: stop accepting, tell every client
    * (reconnect delays spread so they do not return at once), close them,
-   * let in-flight requests finish, then close whatever is left.
+   * let in-flight requests finish, close the stores, then close whatever
+   * is left.
    */
   stop(): Promise<void> {
     this.#stopping ??= this.#shutdown();
@@ -188,13 +232,15 @@ export class AraNode {
     this.#gateway.stopAccepting();
     this.#liveness.stop();
     this.#limits?.stopSweeping();
+    for (const timer of this.#timers) clearInterval(timer);
     this.#closeConnections();
     const closed = this.#app.close();
-    const finished = await Promise.race([closed.then(() => true), delay(deadline - Date.now() - 250, false)]);
+    const finished = await Promise.race([closed.then(() => true), delay(deadline - Date.now() - 500, false)]);
     if (!finished) {
       this.log.warn('shutdown grace ending: closing remaining connections');
       this.#app.server.closeAllConnections();
     }
+    await Promise.race([this.stores.close(), delay(deadline - Date.now() - 300, undefined)]);
     await this.#gateway.terminateAll(Math.max(0, deadline - Date.now() - 100));
     this.log.info('shutdown complete');
   }
@@ -206,15 +252,22 @@ export class AraNode {
     for (const connection of connections) {
       const reconnectAfter = 1 + Math.floor(Math.random() * window);
       connection.deliver(
-        OutboundMessage.control({
-          type: 'shutdown',
-          reason: 'Server shutting down',
-          reconnect_after_seconds: reconnectAfter,
-        }),
+        OutboundMessage.control({ type: 'shutdown', reason: 'Server shutting down', reconnect_after_seconds: reconnectAfter }),
       );
       connection.end('shutdown');
     }
   }
+}
+
+function createHub(config: Config): Hub {
+  return new Hub(
+    {
+      maxConnections: config.websocket.maxConnections,
+      maxConnectionsPerUser: config.websocket.maxConnectionsPerUser,
+      maxSubscriptionsPerConnection: config.websocket.maxSubscriptionsPerConnection,
+    },
+    (tenantId) => (config.tenancy.enabled ? limitsFor(config, tenantId) : null),
+  );
 }
 
 function expireToken(connection: Connection): void {
@@ -222,7 +275,7 @@ function expireToken(connection: Connection): void {
   connection.end('token_expired');
 }
 
-function sumOverSpaces(hub: Hub, count: (space: import('./hub/hub.js').TenantSpace) => number): number {
+function sumOverSpaces(hub: Hub, count: (space: TenantSpace) => number): number {
   let total = 0;
   for (const space of hub.spaces()) total += count(space);
   return total;

@@ -5,25 +5,9 @@
  */
 import { ApiError } from '../errors.js';
 import type { Priority } from '../hub/outbound.js';
+import type { TemplateStore } from '../storage/types.js';
 import type { Audience, NotificationContent } from './notification.js';
-
-export interface StoredTemplate {
-  id: string;
-  name: string;
-  eventType: string;
-  payloadTemplate: unknown;
-  defaultPriority: Priority;
-  defaultTtl?: number;
-  description?: string;
-  createdAt: string;
-  updatedAt: string;
-}
-
-/** Read access to one tenant's templates, as sends need it. */
-export interface TemplateLookup {
-  get(tenantId: string, id: string): Promise<StoredTemplate | undefined>;
-  render(template: StoredTemplate, variables: Record<string, unknown>): unknown;
-}
+import { MissingVariableError, renderTemplate } from './render.js';
 
 export interface ContentRequest {
   event_type?: string;
@@ -38,7 +22,7 @@ export interface ContentRequest {
 export async function resolveContent(
   request: ContentRequest,
   tenantId: string,
-  templates: TemplateLookup | null,
+  templates: TemplateStore,
   audience?: Audience,
 ): Promise<NotificationContent> {
   const content =
@@ -73,17 +57,28 @@ function inline(request: ContentRequest): NotificationContent {
 async function fromTemplate(
   request: ContentRequest,
   tenantId: string,
-  templates: TemplateLookup | null,
+  templates: TemplateStore,
 ): Promise<NotificationContent> {
   const id = request.template_id!;
-  const template = templates ? await templates.get(tenantId, id) : undefined;
-  if (!template || !templates) throw new ApiError('TEMPLATE_NOT_FOUND', `Template '${id}' not found`);
+  const template = await templates.get(tenantId, id);
+  if (!template) throw new ApiError('TEMPLATE_NOT_FOUND', `Template '${id}' not found`);
   const content: NotificationContent = {
-    eventType: template.eventType,
-    payload: templates.render(template, request.variables ?? {}),
-    priority: request.priority ?? template.defaultPriority,
+    eventType: template.event_type,
+    payload: rendered(template.payload_template, request.variables ?? {}),
+    priority: request.priority ?? template.default_priority,
   };
-  const ttl = request.ttl ?? template.defaultTtl;
+  const ttl = request.ttl ?? template.default_ttl;
   if (ttl !== undefined) content.ttl = ttl;
   return content;
+}
+
+function rendered(payloadTemplate: unknown, variables: Record<string, unknown>): unknown {
+  try {
+    return renderTemplate(payloadTemplate, variables);
+  } catch (error) {
+    if (!(error instanceof MissingVariableError)) throw error;
+    throw new ApiError('VALIDATION_ERROR', `Template variable "${error.variable}" is missing`, {
+      details: [{ path: `variables.${error.variable}`, message: 'is used by the template but was not given' }],
+    });
+  }
 }

@@ -1,12 +1,12 @@
 /**
- * Decides who receives a notification on this node and hands each of them
- * the one shared message (SPEC §6.1, §7). Per recipient the work is a
- * stamp check and a write: no serialisation, no allocation, no closure.
+ * Live fan-out on this node: decides which connections a notification
+ * reaches and hands each of them the one shared message (SPEC §6.1, §7).
+ * Per recipient the work is a stamp check and a write: no serialisation,
+ * no allocation, no closure. What happens to offline users (queue,
+ * history, acks) is the Delivery's business.
  */
 import type { Connection } from '../hub/connection.js';
 import type { Hub, TenantSpace } from '../hub/hub.js';
-import type { Metrics } from '../ops/metrics.js';
-import type { NotificationCounters, NotificationStats } from '../tenancy/tenant-stats.js';
 import type { Notification } from './notification.js';
 
 export type Target =
@@ -21,88 +21,69 @@ export type TargetType = Target['type'];
 /** Every tenant at once: Redis broadcasts with `tenant_id: "*"` (SPEC §8). */
 export const ALL_TENANTS = '*';
 
-export interface DispatchResult {
+export interface LiveResult {
   /** Connections that accepted the message. */
   delivered: number;
   /** Target connections that could not take it. */
   failed: number;
-  /** Users it was queued for. */
-  queued: number;
-}
-
-/** Where messages for offline users go (SPEC §7); absent when the queue is off. */
-export interface OfflineSink {
-  enqueue(tenantId: string, userId: string, notification: Notification): boolean;
+  /** Targeted users (user/users targets) with no live connection here. */
+  offlineUsers: string[];
+  /** Tenant → users at least one of whose connections accepted it, when asked for. */
+  reachedUsers: Map<string, Set<string>> | null;
 }
 
 export class Dispatcher {
   readonly #hub: Hub;
-  readonly #metrics: Metrics;
-  readonly #stats: NotificationStats;
-  #offline: OfflineSink | null = null;
   #stamp = 0;
   #delivered = 0;
   #failed = 0;
+  #reached: Map<string, Set<string>> | null = null;
 
-  constructor(hub: Hub, metrics: Metrics, stats: NotificationStats) {
+  constructor(hub: Hub) {
     this.#hub = hub;
-    this.#metrics = metrics;
-    this.#stats = stats;
   }
 
-  setOfflineSink(sink: OfflineSink | null): void {
-    this.#offline = sink;
-  }
-
-  dispatch(tenantId: string, target: Target, notification: Notification): DispatchResult {
+  /** `trackReached`: also collect the users reached (costs a Set insert per delivery). */
+  dispatch(tenantId: string, target: Target, notification: Notification, trackReached = false): LiveResult {
     this.#stamp++;
     this.#delivered = 0;
     this.#failed = 0;
-    let queued = 0;
+    this.#reached = trackReached ? new Map() : null;
+    const offlineUsers: string[] = [];
     if (tenantId === ALL_TENANTS) {
       for (const space of this.#hub.spaces()) this.#toBroadcast(space, notification);
     } else {
-      queued = this.#toTarget(tenantId, target, notification);
+      this.#toTarget(this.#hub.space(tenantId), target, notification, offlineUsers);
     }
-    const result = { delivered: this.#delivered, failed: this.#failed, queued };
-    this.#record(tenantId, target.type, notification, result);
+    const result = { delivered: this.#delivered, failed: this.#failed, offlineUsers, reachedUsers: this.#reached };
+    this.#reached = null;
     return result;
   }
 
-  #toTarget(tenantId: string, target: Target, notification: Notification): number {
-    const space = this.#hub.space(tenantId);
+  #toTarget(space: TenantSpace | undefined, target: Target, notification: Notification, offline: string[]): void {
     switch (target.type) {
       case 'user':
-        return this.#toUser(space, tenantId, target.userId, notification);
-      case 'users': {
-        let queued = 0;
-        for (const userId of new Set(target.userIds)) {
-          queued += this.#toUser(space, tenantId, userId, notification);
-        }
-        return queued;
-      }
+        this.#toUser(space, target.userId, notification, offline);
+        return;
+      case 'users':
+        for (const userId of new Set(target.userIds)) this.#toUser(space, userId, notification, offline);
+        return;
       case 'broadcast':
         if (space) this.#toBroadcast(space, notification);
-        return 0;
+        return;
       case 'channel':
         if (space) this.#toChannel(space, target.channel, notification);
-        return 0;
+        return;
       case 'channels':
         if (space) for (const channel of target.channels) this.#toChannel(space, channel, notification);
-        return 0;
+        return;
     }
   }
 
-  /** Returns 1 when the user was offline and the message was queued. */
-  #toUser(space: TenantSpace | undefined, tenantId: string, userId: string, notification: Notification): number {
+  #toUser(space: TenantSpace | undefined, userId: string, notification: Notification, offline: string[]): void {
     const connections = space?.users.get(userId);
-    if (connections && connections.size > 0) {
-      this.#toEach(connections, notification);
-      return 0;
-    }
-    const offline = this.#offline;
-    if (offline === null || notification.content.ttl === 0) return 0;
-    return offline.enqueue(tenantId, userId, notification) ? 1 : 0;
+    if (connections && connections.size > 0) this.#toEach(connections, notification);
+    else offline.push(userId);
   }
 
   #toBroadcast(space: TenantSpace, notification: Notification): void {
@@ -136,26 +117,17 @@ export class Dispatcher {
   #toOne(connection: Connection, notification: Notification): void {
     if (connection.dispatchStamp === this.#stamp) return;
     connection.dispatchStamp = this.#stamp;
-    if (connection.deliver(notification.message)) this.#delivered++;
-    else this.#failed++;
+    if (connection.deliver(notification.message)) {
+      this.#delivered++;
+      if (this.#reached !== null) this.#noteReached(connection);
+    } else {
+      this.#failed++;
+    }
   }
 
-  #record(tenantId: string, targetType: TargetType, notification: Notification, result: DispatchResult): void {
-    count(this.#stats.node, targetType, result);
-    if (tenantId !== ALL_TENANTS) count(this.#stats.forTenant(tenantId), targetType, result);
-    this.#metrics.messagesSent.inc({ target: targetType });
-    if (result.delivered > 0) this.#metrics.messagesDelivered.inc(result.delivered);
-    if (result.failed > 0) this.#metrics.messagesFailed.inc(result.failed);
-    this.#metrics.deliveryLatency.observe((Date.now() - Date.parse(notification.occurredAt)) / 1000);
+  #noteReached(connection: Connection): void {
+    let users = this.#reached!.get(connection.tenantId);
+    if (!users) this.#reached!.set(connection.tenantId, (users = new Set()));
+    users.add(connection.userId);
   }
-}
-
-function count(counters: NotificationCounters, targetType: TargetType, result: DispatchResult): void {
-  counters.totalSent++;
-  counters.totalDelivered += result.delivered;
-  counters.totalFailed += result.failed;
-  counters.totalQueued += result.queued;
-  if (targetType === 'user' || targetType === 'users') counters.userNotifications++;
-  else if (targetType === 'broadcast') counters.broadcastNotifications++;
-  else counters.channelNotifications++;
 }

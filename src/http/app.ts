@@ -3,6 +3,8 @@
  * every failure (SPEC §6, including 404, 405, 413, 415 and parse errors),
  * request metrics, and the route modules.
  */
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import cors from '@fastify/cors';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
@@ -33,6 +35,7 @@ export function createApp(options: AppOptions): FastifyInstance {
     routerOptions: { maxParamLength: 2048 },
     trustProxy: options.trustProxy,
     return503OnClosing: true,
+    clientErrorHandler: answerClientError,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: true } },
@@ -44,8 +47,29 @@ export function createApp(options: AppOptions): FastifyInstance {
   return app;
 }
 
+/**
+ * Requests Node's parser rejects before any route runs (malformed lines,
+ * too many or too large headers) still get the JSON envelope (SPEC §6).
+ */
+function answerClientError(error: Error & { code?: string }, socket: Duplex): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
+  const code = tooLarge ? 'HEADERS_TOO_LARGE' : 'BAD_REQUEST';
+  const { status, message } = HTTP_ERRORS[code];
+  const body = JSON.stringify(errorBody(code, message));
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\n` +
+      `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+}
+
 /** `application/*+json` is JSON too (SPEC §6 refuses only non-JSON types). */
 function acceptJsonVariants(app: FastifyInstance): void {
+  // Fastify parses text/plain by default; SPEC §6 answers it with 415.
+  app.removeContentTypeParser('text/plain');
   app.addContentTypeParser(/^application\/[\w.-]+\+json(?:;.*)?$/i, { parseAs: 'string' }, (_req, body, done) => {
     const parser = app.getDefaultJsonParser('error', 'error');
     parser(_req, body as string, done);

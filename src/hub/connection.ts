@@ -49,6 +49,9 @@ export interface ConnectionOwner {
   connectionEnded(connection: Connection, reason: CloseReason): void;
 }
 
+/** Past this many notifications since connect, a Resume is refused. */
+export const RESUME_WINDOW_MAX_IDS = 256;
+
 class Lane {
   #items: OutboundMessage[] = [];
   #head = 0;
@@ -98,6 +101,13 @@ export class Connection {
   #backlogBytes = 0;
   #holdingForReplay = false;
   #ended = false;
+  #drainWaiters: Array<() => void> = [];
+  /**
+   * Notification ids sent since connect, kept only briefly after connect
+   * and only while few, so a WebSocket `Resume` sent right after connecting
+   * does not repeat what the connection already got (SPEC §7).
+   */
+  #resumeWindow: Set<string> | null = null;
 
   constructor(
     id: string,
@@ -130,6 +140,7 @@ export class Connection {
    */
   deliver(message: OutboundMessage): boolean {
     if (this.#ended) return false;
+    if (this.#resumeWindow !== null && message.id !== undefined) this.#noteSent(message.id);
     if (this.#backlogBytes === 0 && !this.#holdingForReplay && !this.#transport.needsDrain()) {
       this.#transport.write(message);
     } else {
@@ -141,6 +152,7 @@ export class Connection {
   /** Writes a replayed message ahead of anything held back (SPEC §7). */
   writeReplayed(message: OutboundMessage): boolean {
     if (this.#ended) return false;
+    if (this.#resumeWindow !== null && message.id !== undefined) this.#noteSent(message.id);
     this.#transport.write(message);
     return this.#withinBufferLimit();
   }
@@ -155,8 +167,36 @@ export class Connection {
     this.flush();
   }
 
+  /** True while the socket wants 'drain' before more writes. */
+  get backpressured(): boolean {
+    return this.#transport.needsDrain();
+  }
+
+  /** Resolves at the socket's next 'drain', or when the connection ends. */
+  drained(): Promise<void> {
+    if (this.#ended || !this.#transport.needsDrain()) return Promise.resolve();
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  /** Starts remembering sent notification ids, for a Resume right after connect. */
+  openResumeWindow(): void {
+    this.#resumeWindow = new Set();
+  }
+
+  /** The ids sent so far, once; null when the window has closed. */
+  takeResumeWindow(): Set<string> | null {
+    const window = this.#resumeWindow;
+    this.#resumeWindow = null;
+    return window;
+  }
+
+  get resumeWindowOpen(): boolean {
+    return this.#resumeWindow !== null;
+  }
+
   /** Writes backlog, most urgent lane first, until the socket pushes back. */
   flush(): void {
+    this.#wakeDrainWaiters();
     const lanes = this.#lanes;
     if (lanes === null || this.#ended || this.#holdingForReplay) return;
     for (let lane = 0; lane < LANE_COUNT && this.#backlogBytes > 0; lane++) {
@@ -176,6 +216,8 @@ export class Connection {
     this.#ended = true;
     this.#lanes = null;
     this.#backlogBytes = 0;
+    this.#resumeWindow = null;
+    this.#wakeDrainWaiters();
     this.#transport.end(reason);
     this.#owner.connectionEnded(this, reason);
   }
@@ -186,6 +228,8 @@ export class Connection {
     this.#ended = true;
     this.#lanes = null;
     this.#backlogBytes = 0;
+    this.#resumeWindow = null;
+    this.#wakeDrainWaiters();
     this.#owner.connectionEnded(this, reason);
   }
 
@@ -196,6 +240,16 @@ export class Connection {
 
   ping(): void {
     if (!this.#ended) this.#transport.ping();
+  }
+
+  #wakeDrainWaiters(): void {
+    if (this.#drainWaiters.length === 0) return;
+    for (const wake of this.#drainWaiters.splice(0)) wake();
+  }
+
+  #noteSent(id: string): void {
+    if (this.#resumeWindow!.size >= RESUME_WINDOW_MAX_IDS) this.#resumeWindow = null;
+    else this.#resumeWindow!.add(id);
   }
 
   #enqueue(message: OutboundMessage): void {

@@ -23,6 +23,9 @@ export interface LivenessOptions {
 
 const WS_HEARTBEAT = OutboundMessage.control({ type: 'heartbeat' });
 
+/** A WebSocket `Resume` is meant for right after connecting; later ones are refused. */
+export const RESUME_WINDOW_MS = 10_000;
+
 export class Liveness {
   readonly #hub: Hub;
   readonly #options: LivenessOptions;
@@ -64,9 +67,14 @@ export class Liveness {
   }
 
   sweep(): void {
-    const idleBefore = Date.now() - this.#options.connectionTimeoutMs;
+    const now = Date.now();
+    const idleBefore = now - this.#options.connectionTimeoutMs;
+    const resumeWindowBefore = now - RESUME_WINDOW_MS;
     for (const connection of this.#connections()) {
       if (connection.kind === 'ws' && connection.lastSeenMs < idleBefore) connection.end('idle');
+      else if (connection.resumeWindowOpen && connection.connectedAt.getTime() < resumeWindowBefore) {
+        connection.takeResumeWindow();
+      }
     }
   }
 

@@ -10,6 +10,10 @@ export interface LiveCounts {
   connections(): number;
   users(): number;
   channels(): number;
+  /** Messages waiting in offline queues (null: queue off, no series). */
+  queuedMessages?(): Promise<number>;
+  /** Deliveries awaiting an ack (null: acks off, no series). */
+  pendingAcks?(): Promise<number>;
 }
 
 export class Metrics {
@@ -91,21 +95,69 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly queueEnqueued = new Counter({
+    name: 'ara_queue_enqueued_total',
+    help: 'Notifications queued for offline users (one per user).',
+    registers: [this.registry],
+  });
+  readonly queueDropped = new Counter({
+    name: 'ara_queue_dropped_total',
+    help: 'Queued notifications dropped because a user queue passed QUEUE_MAX_SIZE_PER_USER.',
+    registers: [this.registry],
+  });
+  readonly queueExpired = new Counter({
+    name: 'ara_queue_expired_total',
+    help: 'Queued notifications removed unsent because they expired.',
+    registers: [this.registry],
+  });
+  readonly queueReplayed = new Counter({
+    name: 'ara_queue_replayed_total',
+    help: 'Queued notifications written to a connection on connect.',
+    registers: [this.registry],
+  });
+  readonly ackTracked = new Counter({
+    name: 'ara_ack_tracked_total',
+    help: 'Deliveries recorded as awaiting an ack (one per user and notification).',
+    registers: [this.registry],
+  });
+  readonly ackReceived = new Counter({
+    name: 'ara_ack_received_total',
+    help: 'Valid acks received.',
+    registers: [this.registry],
+  });
+  readonly ackExpired = new Counter({
+    name: 'ara_ack_expired_total',
+    help: 'Tracked deliveries not acked within ACK_TIMEOUT_SECONDS.',
+    registers: [this.registry],
+  });
+  readonly ackLatency = new Histogram({
+    name: 'ara_ack_latency_seconds',
+    help: 'Time from delivery to ack.',
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+
   constructor(live: LiveCounts) {
     collectDefaultMetrics({ register: this.registry });
     liveGauge(this.registry, 'ara_connections_total', 'Live realtime connections (WS + SSE).', live.connections);
     liveGauge(this.registry, 'ara_users_connected', 'Distinct (tenant, user) pairs connected.', live.users);
     liveGauge(this.registry, 'ara_channels_active', 'Channels with at least one subscriber.', live.channels);
+    if (live.queuedMessages) {
+      liveGauge(this.registry, 'ara_queue_size_total', 'Notifications waiting in offline queues.', live.queuedMessages);
+    }
+    if (live.pendingAcks) {
+      liveGauge(this.registry, 'ara_ack_pending', 'Deliveries awaiting an ack.', live.pendingAcks);
+    }
   }
 }
 
-function liveGauge(registry: Registry, name: string, help: string, read: () => number): void {
+function liveGauge(registry: Registry, name: string, help: string, read: () => number | Promise<number>): void {
   new Gauge({
     name,
     help,
     registers: [registry],
-    collect() {
-      this.set(read());
+    async collect() {
+      this.set(await read());
     },
   });
 }

@@ -21,12 +21,13 @@ export type OpenResult =
 
 /** Answers `Ack` messages (SPEC §7); absent while ACK is disabled. */
 export interface AckHandler {
-  acknowledge(connection: Connection, notificationId: string): boolean;
+  acknowledge(connection: Connection, notificationId: string): Promise<boolean>;
 }
 
-/** Runs the offline-queue replay or a resume for a fresh connection (SPEC §7). */
+/** Queue replay and resume from history (SPEC §7); absent while the queue is off. */
 export interface ReplayHandler {
   replayOnConnect(connection: Connection, lastEventId: string | null): Promise<void>;
+  resume(connection: Connection, since: string, channels: string[]): Promise<void>;
 }
 
 export interface RealtimeOptions {
@@ -97,7 +98,10 @@ export class RealtimeService implements ConnectionOwner {
         heartbeat_interval: this.#options.heartbeatIntervalMs / 1000,
       }),
     );
-    if (this.#replay) await this.#replay.replayOnConnect(connection, lastEventId);
+    if (this.#replay) {
+      connection.openResumeWindow();
+      await this.#replay.replayOnConnect(connection, lastEventId);
+    }
   }
 
   connectionEnded(connection: Connection, reason: CloseReason): void {
@@ -171,14 +175,13 @@ export class RealtimeService implements ConnectionOwner {
         this.#unsubscribeAll(connection, message.channels);
         return;
       case 'Ack':
-        this.#acknowledge(connection, message.notificationId);
+        await this.#acknowledge(connection, message.notificationId);
         return;
       case 'Refresh':
         await this.#refresh(connection, message.token);
         return;
       case 'Resume':
-        // FIXME(issue 4): resume from history needs QUEUE_ENABLED stores.
-        sendError(connection, 'INVALID_MESSAGE', 'Resume is not available: history is not enabled on this server');
+        await this.#resume(connection, message.since, message.channels ?? []);
         return;
     }
   }
@@ -234,14 +237,33 @@ export class RealtimeService implements ConnectionOwner {
     connection.deliver(OutboundMessage.control({ type: 'unsubscribed', payload: names }));
   }
 
-  #acknowledge(connection: Connection, notificationId: string): void {
+  async #acknowledge(connection: Connection, notificationId: string): Promise<void> {
     const acks = this.#acks;
     if (acks === null) return; // ACK disabled: no reply (SPEC §4)
-    if (acks.acknowledge(connection, notificationId)) {
+    if (await acks.acknowledge(connection, notificationId)) {
       connection.deliver(OutboundMessage.control({ type: 'acked', notification_id: notificationId }));
     } else {
       sendError(connection, 'INVALID_ACK', `Unknown or invalid notification: ${notificationId}`);
     }
+  }
+
+  /**
+   * `Resume {since, channels?}` (SPEC §7): subscribes the channels, then
+   * sends what history holds after `since`. Meant for right after
+   * connecting; afterwards what the connection already got is unknown.
+   */
+  async #resume(connection: Connection, since: string, channels: readonly unknown[]): Promise<void> {
+    if (this.#replay === null) {
+      sendError(connection, 'INVALID_MESSAGE', 'Resume is not available: QUEUE_ENABLED is off on this server');
+      return;
+    }
+    if (!connection.resumeWindowOpen) {
+      sendError(connection, 'INVALID_MESSAGE', 'Resume must be sent right after connecting');
+      return;
+    }
+    this.subscribeAll(connection, channels, channels.length > 0);
+    const subscribed = channels.filter((name): name is string => typeof name === 'string' && connection.channels.has(name));
+    await this.#replay.resume(connection, since, subscribed);
   }
 
   async #refresh(connection: Connection, token: string): Promise<void> {

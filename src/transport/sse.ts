@@ -4,7 +4,7 @@
  * by the connection alone and ends only when the client goes away, the
  * token expires, the client is too slow, or the server shuts down.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ApiError } from '../errors.js';
 import type { CloseReason, Connection, Transport } from '../hub/connection.js';
@@ -90,9 +90,12 @@ export function registerSseRoute(
 }
 
 function startStream(reply: FastifyReply, connection: Connection): void {
+  // Headers set by hooks before the hijack (CORS above all: a browser's
+  // cross-origin EventSource is refused without them) would be lost otherwise.
+  const hookHeaders = reply.getHeaders() as OutgoingHttpHeaders;
   reply.hijack();
   const res = reply.raw;
-  res.writeHead(200, STREAM_HEADERS);
+  res.writeHead(200, { ...hookHeaders, ...STREAM_HEADERS });
   res.socket?.setNoDelay(true);
   (res as unknown as TaggedResponse)[CONNECTION] = connection;
   res.on('close', onResponseClose);

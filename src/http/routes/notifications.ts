@@ -4,12 +4,14 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { resolveContent, type ContentRequest, type TemplateLookup } from '../../delivery/content.js';
-import type { Dispatcher, DispatchResult, Target } from '../../delivery/dispatcher.js';
+import { resolveContent, type ContentRequest } from '../../delivery/content.js';
+import type { Delivery, DispatchResult } from '../../delivery/delivery.js';
+import type { Target } from '../../delivery/dispatcher.js';
 import { buildNotification, type Audience } from '../../delivery/notification.js';
 import { ApiError, type ErrorDetail } from '../../errors.js';
 import { isValidChannelName } from '../../hub/channel-name.js';
 import type { Metrics } from '../../ops/metrics.js';
+import type { TemplateStore } from '../../storage/types.js';
 import { tenantOf } from '../api-scope.js';
 import { BATCH_BODY_LIMIT } from '../app.js';
 import {
@@ -26,8 +28,8 @@ import {
 } from '../schemas.js';
 
 export interface NotificationRouteDeps {
-  dispatcher: Dispatcher;
-  templates: TemplateLookup | null;
+  delivery: Delivery;
+  templates: TemplateStore;
   metrics: Metrics;
 }
 
@@ -49,7 +51,7 @@ export function registerNotificationRoutes(app: FastifyInstance, deps: Notificat
   ): Promise<SendOutcome> => {
     const content = await resolveContent(body, tenantId, deps.templates, audience);
     const notification = buildNotification(content, source);
-    return { notificationId: notification.id, result: deps.dispatcher.dispatch(tenantId, target, notification) };
+    return { notificationId: notification.id, result: await deps.delivery.send(tenantId, target, notification) };
   };
   const route = (path: string, schema: object, toTarget: (body: never) => Target) => {
     app.post(path, { schema: { body: schema, response: { 200: SendResponse } } }, async (request) => {
@@ -68,10 +70,13 @@ export function registerNotificationRoutes(app: FastifyInstance, deps: Notificat
     type: 'users',
     userIds: body.target_user_ids,
   }));
-  route('/api/v1/notifications/broadcast', BroadcastBody, () => ({ type: 'broadcast' }));
+  route('/api/v1/notifications/broadcast', BroadcastBody, (body: { audience?: Audience }) => {
+    if (body.audience?.type === 'Channels') checkedChannels(body.audience.value, 'audience.value');
+    return { type: 'broadcast' };
+  });
   route('/api/v1/notifications/channel', ChannelBody, (body: { channel: string }) => ({
     type: 'channel',
-    channel: checkedChannels([body.channel], 'channel')[0]!,
+    channel: checkedChannels([body.channel], 'channel', true)[0]!,
   }));
   route('/api/v1/notifications/channels', ChannelsBody, (body: { channels: string[] }) => ({
     type: 'channels',
@@ -102,11 +107,11 @@ function sendResponse({ notificationId, result }: SendOutcome) {
 }
 
 /** Every name must be a valid channel name (SPEC §4); all problems listed. */
-function checkedChannels(names: string[], field: string): string[] {
+function checkedChannels(names: string[], field: string, single = false): string[] {
   const details: ErrorDetail[] = [];
   names.forEach((name, index) => {
     if (!isValidChannelName(name)) {
-      const path = field === 'channel' ? field : `${field}.${index}`;
+      const path = single ? field : `${field}.${index}`;
       details.push({ path, message: `invalid channel name ${JSON.stringify(name)}` });
     }
   });
@@ -124,7 +129,7 @@ function batchTarget(item: BatchItemInput): Target {
     case 'broadcast':
       return { type: 'broadcast' };
     case 'channel':
-      return { type: 'channel', channel: checkedChannels([target.value], 'target.value')[0]! };
+      return { type: 'channel', channel: checkedChannels([target.value], 'target.value', true)[0]! };
     case 'channels':
       return { type: 'channels', channels: checkedChannels(target.value, 'target.value') };
   }

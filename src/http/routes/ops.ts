@@ -9,6 +9,7 @@ import type { ApiKeyAuthority } from '../../auth/api-key.js';
 import { ApiError } from '../../errors.js';
 import type { Hub } from '../../hub/hub.js';
 import type { Metrics } from '../../ops/metrics.js';
+import { isValidTenantId } from '../../tenancy/tenant-id.js';
 import { connectionFigures, spacesInScope } from './stats.js';
 
 export interface HealthSource {
@@ -25,6 +26,8 @@ export interface OpsRouteDeps {
   version: string;
   startedAtMs: number;
   metricsToken: string | undefined;
+  /** TENANT_ENABLED: the operator's X-Tenant-ID then scopes the counts to that tenant (SPEC §3). */
+  tenancyEnabled?: boolean;
 }
 
 export function registerOpsRoutes(app: FastifyInstance, deps: OpsRouteDeps): void {
@@ -38,7 +41,9 @@ export function registerOpsRoutes(app: FastifyInstance, deps: OpsRouteDeps): voi
     };
     const caller = deps.keys.identify(headerOf(request.headers['x-api-key']));
     if (caller !== null) {
-      const tenantId = caller.kind === 'tenant' ? caller.tenantId : null;
+      const tenantId = caller.kind === 'tenant'
+        ? caller.tenantId
+        : operatorTenant(request.headers['x-tenant-id'], deps);
       const figures = connectionFigures(spacesInScope(deps.hub, tenantId));
       body.connections = { total: figures.total_connections, unique_users: figures.unique_users, channels: figures.channels };
     }
@@ -67,6 +72,12 @@ export function registerOpsRoutes(app: FastifyInstance, deps: OpsRouteDeps): voi
 
 function digest(value: string): Buffer {
   return createHash('sha256').update(value, 'utf8').digest();
+}
+
+/** The tenant an operator names with X-Tenant-ID; null = every tenant (no, or a malformed, header). */
+function operatorTenant(header: string | string[] | undefined, deps: OpsRouteDeps): string | null {
+  const requested = headerOf(header);
+  return deps.tenancyEnabled === true && isValidTenantId(requested) ? requested : null;
 }
 
 function headerOf(value: string | string[] | undefined): string | undefined {

@@ -10,8 +10,8 @@ import { emptyCounters } from '../../tenancy/tenant-stats.js';
 /** Sections that features add to the stats (queue, ack, redis). */
 export interface StatsSections {
   redis(): object;
-  queue(tenantId: string | null): object;
-  ack(tenantId: string | null): object;
+  queue(tenantId: string | null): Promise<object>;
+  ack(tenantId: string | null): Promise<object>;
 }
 
 export interface ConnectionFigures {
@@ -67,10 +67,11 @@ export function registerStatsRoutes(
       connections: connectionFigures(spacesInScope(hub, tenantId)),
       notifications: notificationFigures(counters),
       redis: sections.redis(),
-      queue: sections.queue(tenantId),
-      ack: sections.ack(tenantId),
+      queue: await sections.queue(tenantId),
+      ack: await sections.ack(tenantId),
     };
   };
   app.get('/stats', { config: { crossTenant: true } }, handler);
   app.get('/api/v1/stats', { config: { crossTenant: true } }, handler);
+  app.get('/api/v1/stats/acks', { config: { crossTenant: true } }, (request) => sections.ack(request.scope.tenantId));
 }

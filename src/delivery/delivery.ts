@@ -1,0 +1,312 @@
+/**
+ * Everything a send means beyond live fan-out (SPEC §7): queueing for
+ * offline users, history for resume, acknowledgement tracking, and the
+ * replay a connection gets when it arrives. Stores are optional: each is
+ * absent when its feature is off.
+ *
+ * A send resolves only after what it queued is stored, so a 200 from the
+ * API means the notification was delivered live or is in the queue.
+ */
+import type { Logger } from 'pino';
+import type { Connection } from '../hub/connection.js';
+import { OutboundMessage } from '../hub/outbound.js';
+import type { Metrics } from '../ops/metrics.js';
+import type { NotificationCounters, NotificationStats } from '../tenancy/tenant-stats.js';
+import type { AckTracker, HistoryScope, HistoryStore, OfflineQueue, SequencedNotification, StoredNotification } from '../storage/types.js';
+import { ALL_TENANTS, type Dispatcher, type LiveResult, type Target, type TargetType } from './dispatcher.js';
+import type { Notification } from './notification.js';
+
+export interface DispatchResult {
+  /** Connections that accepted the message. */
+  delivered: number;
+  /** Connections that could not take it, plus users that could not be queued. */
+  failed: number;
+  /** Users it was queued for. */
+  queued: number;
+}
+
+export interface DeliveryStores {
+  queue: OfflineQueue | null;
+  history: HistoryStore | null;
+  acks: AckTracker | null;
+}
+
+export interface DeliveryOptions {
+  maxQueuePerUser: number;
+  queueTtlMs: number;
+  historyChannelMaxSize: number;
+  ackTimeoutMs: number;
+  /** Keep the message with its ack record, to queue it again when the ack times out. */
+  ackRedeliver: boolean;
+}
+
+/** Queue entries read and written per round trip during a replay. */
+const REPLAY_PAGE = 500;
+
+export class Delivery {
+  readonly #dispatcher: Dispatcher;
+  readonly #stores: DeliveryStores;
+  readonly #options: DeliveryOptions;
+  readonly #metrics: Metrics;
+  readonly #stats: NotificationStats;
+  readonly #log: Logger;
+  /** Enqueues still in flight, per tenant and user: a replay waits for them. */
+  readonly #inflight = new Map<string, Map<string, Promise<unknown>>>();
+
+  constructor(
+    dispatcher: Dispatcher,
+    stores: DeliveryStores,
+    options: DeliveryOptions,
+    metrics: Metrics,
+    stats: NotificationStats,
+    log: Logger,
+  ) {
+    this.#dispatcher = dispatcher;
+    this.#stores = stores;
+    this.#options = options;
+    this.#metrics = metrics;
+    this.#stats = stats;
+    this.#log = log;
+  }
+
+  get historyEnabled(): boolean {
+    return this.#stores.history !== null;
+  }
+
+  async send(tenantId: string, target: Target, notification: Notification): Promise<DispatchResult> {
+    const live = this.#dispatcher.dispatch(tenantId, target, notification, this.#stores.acks !== null);
+    if (live.reachedUsers) this.#trackReached(live.reachedUsers, notification);
+    const [queuing] = await Promise.all([
+      this.#queueOffline(tenantId, live.offlineUsers, notification),
+      this.#recordHistory(tenantId, target, notification),
+    ]);
+    const result = { delivered: live.delivered, failed: live.failed + queuing.failed, queued: queuing.queued };
+    this.#record(tenantId, target.type, notification, result);
+    return result;
+  }
+
+  // ---------------------------------------------------------------------------
+  // Offline queue and history
+
+  async #queueOffline(tenantId: string, userIds: string[], notification: Notification) {
+    const queue = this.#stores.queue;
+    if (queue === null || userIds.length === 0 || notification.content.ttl === 0 || tenantId === ALL_TENANTS) {
+      return { queued: 0, failed: 0 };
+    }
+    const entry = this.#stored(notification, this.#options.queueTtlMs);
+    const outcomes = await Promise.all(userIds.map((userId) => this.#enqueueOne(queue, tenantId, userId, entry)));
+    const queued = outcomes.filter(Boolean).length;
+    return { queued, failed: outcomes.length - queued };
+  }
+
+  async #enqueueOne(queue: OfflineQueue, tenantId: string, userId: string, entry: StoredNotification) {
+    const pending = queue.enqueue(tenantId, userId, entry, this.#options.maxQueuePerUser);
+    this.#noteInflight(tenantId, userId, pending);
+    try {
+      const { dropped } = await pending;
+      this.#metrics.queueEnqueued.inc();
+      if (dropped > 0) this.#metrics.queueDropped.inc(dropped);
+      return true;
+    } catch (error) {
+      this.#log.warn({ err: error, tenantId }, 'offline queue write failed');
+      return false;
+    }
+  }
+
+  async #recordHistory(tenantId: string, target: Target, notification: Notification): Promise<void> {
+    const history = this.#stores.history;
+    if (history === null || notification.content.ttl === 0 || tenantId === ALL_TENANTS) return;
+    const scopes = historyScopes(target);
+    if (scopes.length === 0) return;
+    const maxSizes = { user: this.#options.maxQueuePerUser, channel: this.#options.historyChannelMaxSize };
+    try {
+      await history.append(tenantId, scopes, this.#stored(notification, this.#options.queueTtlMs), maxSizes);
+    } catch (error) {
+      this.#log.warn({ err: error, tenantId }, 'history write failed');
+    }
+  }
+
+  /** Expiry is the sooner of the event's own ttl and the store's TTL (SPEC §7). */
+  #stored(notification: Notification, storeTtlMs: number): StoredNotification {
+    const ttl = notification.content.ttl;
+    const ttlMs = ttl === undefined ? storeTtlMs : Math.min(ttl * 1000, storeTtlMs);
+    const { json, lane } = notification.message;
+    return { id: notification.id, json, lane, expiresAtMs: Date.parse(notification.occurredAt) + ttlMs };
+  }
+
+  #noteInflight(tenantId: string, userId: string, pending: Promise<unknown>): void {
+    let users = this.#inflight.get(tenantId);
+    if (!users) this.#inflight.set(tenantId, (users = new Map()));
+    const chained = Promise.allSettled([users.get(userId), pending]);
+    users.set(userId, chained);
+    void chained.then(() => {
+      if (users!.get(userId) === chained) users!.delete(userId);
+      if (users!.size === 0 && this.#inflight.get(tenantId) === users) this.#inflight.delete(tenantId);
+    });
+  }
+
+  // ---------------------------------------------------------------------------
+  // Replay and resume
+
+  /**
+   * Runs once per new connection, before live traffic (held meanwhile):
+   * a resume from `lastEventId` when given and history is on, otherwise
+   * the plain queue replay (SPEC §7).
+   */
+  async replayOnConnect(connection: Connection, lastEventId: string | null): Promise<void> {
+    if (this.#stores.queue === null) return;
+    connection.holdForReplay();
+    try {
+      await this.#inflight.get(connection.tenantId)?.get(connection.userId);
+      const written = new Set<string>();
+      if (lastEventId !== null && this.#stores.history !== null) {
+        await this.#resumeFromHistory(connection, lastEventId, [...connection.channels], written);
+      }
+      await this.#replayQueue(connection, written);
+    } finally {
+      connection.endReplay();
+    }
+  }
+
+  /**
+   * WebSocket `Resume` (SPEC §7): subscribes nothing itself (the caller
+   * did), sends what history holds after `since` that this connection has
+   * not been sent yet, then lets live traffic continue.
+   */
+  async resume(connection: Connection, since: string, channels: string[]): Promise<void> {
+    const alreadySent = connection.takeResumeWindow();
+    connection.holdForReplay();
+    try {
+      await this.#resumeFromHistory(connection, since, channels, alreadySent ?? new Set());
+    } finally {
+      connection.endReplay();
+    }
+  }
+
+  async #resumeFromHistory(connection: Connection, since: string, channels: string[], written: Set<string>) {
+    const scopes: HistoryScope[] = [{ kind: 'user', id: connection.userId }];
+    for (const channel of channels) scopes.push({ kind: 'channel', id: channel });
+    const { found, entries } = await this.#stores.history!.since(connection.tenantId, scopes, since, Date.now());
+    if (!found) connection.writeReplayed(OutboundMessage.control({ type: 'resume_gap', since }));
+    await this.#writeEntries(connection, entries, written);
+  }
+
+  async #replayQueue(connection: Connection, written: Set<string>): Promise<void> {
+    const queue = this.#stores.queue!;
+    const { tenantId, userId } = connection;
+    for (;;) {
+      const entries = await queue.peek(tenantId, userId, Date.now(), REPLAY_PAGE);
+      if (entries.length === 0) return;
+      // Entries stay queued unless every one was handed to the socket.
+      if (!(await this.#writeEntries(connection, entries, written))) return;
+      await queue.remove(tenantId, userId, entries[entries.length - 1]!.seq);
+      this.#metrics.queueReplayed.inc(entries.length);
+      if (entries.length < REPLAY_PAGE) return;
+    }
+  }
+
+  /** Writes in order, waiting for the socket to drain; false if the connection ended. */
+  async #writeEntries(connection: Connection, entries: SequencedNotification[], written: Set<string>) {
+    for (const entry of entries) {
+      if (written.has(entry.id)) continue;
+      while (connection.backpressured && !connection.ended) await connection.drained();
+      if (!connection.writeReplayed(new OutboundMessage(entry.json, 'notification', entry.lane, entry.id))) {
+        return false;
+      }
+      written.add(entry.id);
+      this.#trackOne(connection.tenantId, connection.userId, entry);
+    }
+    return !connection.ended;
+  }
+
+  // ---------------------------------------------------------------------------
+  // Acknowledgements
+
+  async acknowledge(connection: Connection, notificationId: string): Promise<boolean> {
+    const acks = this.#stores.acks;
+    if (acks === null) return false;
+    const result = await acks.acknowledge(connection.tenantId, connection.userId, notificationId, Date.now());
+    if (result === null) return false;
+    this.#metrics.ackReceived.inc();
+    this.#metrics.ackLatency.observe(result.latencyMs / 1000);
+    return true;
+  }
+
+  #trackReached(reached: Map<string, Set<string>>, notification: Notification): void {
+    const entry = { id: notification.id, json: notification.message.json, lane: notification.message.lane };
+    for (const [tenantId, users] of reached) for (const userId of users) this.#trackOne(tenantId, userId, entry);
+  }
+
+  #trackOne(tenantId: string, userId: string, entry: { id: string; json: string; lane: number }): void {
+    const acks = this.#stores.acks;
+    if (acks === null) return;
+    const now = Date.now();
+    const json = this.#options.ackRedeliver ? entry.json : null;
+    acks.track(tenantId, userId, { id: entry.id, json, lane: entry.lane }, now, now + this.#options.ackTimeoutMs).then(
+      () => this.#metrics.ackTracked.inc(),
+      (error: unknown) => this.#log.warn({ err: error, tenantId }, 'ack tracking failed'),
+    );
+  }
+
+  /** The cleanup tasks' work: expired queue and history entries, timed-out acks. */
+  async purgeExpired(): Promise<void> {
+    const now = Date.now();
+    const expired = (await this.#stores.queue?.purgeExpired(now)) ?? 0;
+    if (expired > 0) this.#metrics.queueExpired.inc(expired);
+    await this.#stores.history?.purgeExpired(now);
+  }
+
+  async expireAcks(): Promise<void> {
+    const acks = this.#stores.acks;
+    if (acks === null) return;
+    const expired = await acks.expire(Date.now());
+    if (expired.length === 0) return;
+    this.#metrics.ackExpired.inc(expired.length);
+    const queue = this.#stores.queue;
+    if (!this.#options.ackRedeliver || queue === null) return;
+    for (const ack of expired) {
+      if (ack.json === null) continue;
+      const entry = { id: ack.notificationId, json: ack.json, lane: ack.lane, expiresAtMs: Date.now() + this.#options.queueTtlMs };
+      await this.#enqueueOne(queue, ack.tenantId, ack.userId, entry);
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Counting
+
+  #record(tenantId: string, targetType: TargetType, notification: Notification, result: DispatchResult): void {
+    count(this.#stats.node, targetType, result);
+    if (tenantId !== ALL_TENANTS) count(this.#stats.forTenant(tenantId), targetType, result);
+    this.#metrics.messagesSent.inc({ target: targetType });
+    if (result.delivered > 0) this.#metrics.messagesDelivered.inc(result.delivered);
+    if (result.failed > 0) this.#metrics.messagesFailed.inc(result.failed);
+    this.#metrics.deliveryLatency.observe((Date.now() - Date.parse(notification.occurredAt)) / 1000);
+  }
+}
+
+function historyScopes(target: Target): HistoryScope[] {
+  switch (target.type) {
+    case 'user':
+      return [{ kind: 'user', id: target.userId }];
+    case 'users':
+      return [...new Set(target.userIds)].map((id) => ({ kind: 'user', id }));
+    case 'channel':
+      return [{ kind: 'channel', id: target.channel }];
+    case 'channels':
+      return [...new Set(target.channels)].map((id) => ({ kind: 'channel', id }));
+    case 'broadcast':
+      return [];
+  }
+}
+
+function count(counters: NotificationCounters, targetType: TargetType, result: DispatchResult): void {
+  counters.totalSent++;
+  counters.totalDelivered += result.delivered;
+  counters.totalFailed += result.failed;
+  counters.totalQueued += result.queued;
+  if (targetType === 'user' || targetType === 'users') counters.userNotifications++;
+  else if (targetType === 'broadcast') counters.broadcastNotifications++;
+  else counters.channelNotifications++;
+}
+
+export type { LiveResult };
