@@ -1008,6 +1008,7 @@ function readRedis(r: EnvReader): Config['redis'] {
   return {
     url,
     channels: readRedisChannels(r),
+    keyPrefix: readKeyPrefix(r),
     triggerEnabled: r.flag('REDIS_TRIGGER_ENABLED', url !== undefined),
     breaker: {
       failureThreshold: r.whole('REDIS_CIRCUIT_BREAKER_FAILURE_THRESHOLD', 5, POSITIVE_COUNT),
@@ -1019,6 +1020,16 @@ function readRedis(r: EnvReader): Config['redis'] {
       maxDelayMs: r.whole('REDIS_BACKOFF_MAX_DELAY_MS', 30_000, DELAY_MS),
     },
   };
+}
+
+/** REDIS_KEY_PREFIX (beyond SPEC): the first segment of every key, so deployments can share a Redis. */
+function readKeyPrefix(r: EnvReader): string {
+  const prefix = r.text('REDIS_KEY_PREFIX', 'ara');
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(prefix)) {
+    r.problem('REDIS_KEY_PREFIX', `REDIS_KEY_PREFIX must be 1-64 characters of A-Z a-z 0-9 . _ - (got ${JSON.stringify(prefix)})`);
+    return 'ara';
+  }
+  return prefix;
 }
 
 function readRedisChannels(r: EnvReader): string[] {

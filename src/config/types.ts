@@ -79,6 +79,8 @@ export interface Config {
   redis: {
     url: string | undefined;
     channels: string[];
+    /** REDIS_KEY_PREFIX: first segment of every Redis key this service writes. */
+    keyPrefix: string;
     triggerEnabled: boolean;
     breaker: { failureThreshold: number; successThreshold: number; resetTimeoutMs: number };
     backoff: { initialDelayMs: number; maxDelayMs: number };
