@@ -65,7 +65,7 @@ export class AraNode {
     this.config = config;
     this.log = options.log ?? createLogger(config.log);
     this.hub = createHub(config);
-    this.stores = createStores(config);
+    this.stores = createStores(config, this.log);
     this.metrics = new Metrics({
       connections: () => this.hub.connectionCount,
       users: () => sumOverSpaces(this.hub, (space) => space.users.size),

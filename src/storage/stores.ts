@@ -1,8 +1,10 @@
 /**
  * Chooses each store's backend from the configuration (SPEC §1 QUEUE_BACKEND,
  * ACK_BACKEND, TEMPLATE_BACKEND; history follows the queue) and owns their
- * start (connections, schema migration) and close.
+ * start (connections, schema migration) and close. One PostgreSQL pool and
+ * one Redis connection are shared by every store that uses them.
  */
+import type { Logger } from 'pino';
 import type { Config, StoreBackend } from '../config/types.js';
 import { MemoryAckTracker } from './acks/memory-acks.js';
 import { MemoryHistory } from './history/memory-history.js';
@@ -20,7 +22,16 @@ export interface StoreSet {
   close(): Promise<void>;
 }
 
-export function createStores(config: Config): StoreSet {
+/** The backends each store uses in this configuration. */
+export function backendsInUse(config: Config): Set<StoreBackend> {
+  const used = new Set<StoreBackend>([config.templates.backend]);
+  if (config.queue.enabled) used.add(config.queue.backend);
+  if (config.ack.enabled) used.add(config.ack.backend);
+  return used;
+}
+
+export function createStores(config: Config, log: Logger): StoreSet {
+  void log;
   const queue = config.queue.enabled ? queueFor(config.queue.backend) : null;
   const history = config.queue.enabled ? historyFor(config.queue.backend) : null;
   const acks = config.ack.enabled ? acksFor(config.ack.backend) : null;
