@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any -- these tests inspect untyped JSON from the wire */
 /**
  * Real browser clients (SPEC §4, §5, §6.1, §1 CORS in development): Debian's
  * Chromium, driven by playwright-core, opens the browser's own WebSocket and

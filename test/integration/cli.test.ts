@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any -- these tests inspect untyped JSON from the wire */
 /**
  * `ara-notify token` and `ara-notify serve` as an operator runs them
  * (SPEC §1 configuration errors and the development default, §2 claims).

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any -- these tests inspect untyped JSON from the wire */
 /**
  * The user's deployment (seeds/single-node-commercial-deployment.md): its
  * `.env` template must work with its names exactly as written once the

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any -- these tests inspect untyped JSON from the wire */
 /**
  * Graceful shutdown of the real process (SPEC §10, §4 and §5 `shutdown`):
  * SIGTERM → stop accepting, `shutdown` to every client, close 1001 / end of
