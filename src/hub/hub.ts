@@ -34,9 +34,19 @@ export interface EffectiveLimits {
   maxSubscriptionsPerConnection: number;
 }
 
+/**
+ * Told about changes to the registry, in order. The user and channel events
+ * fire on the first connection or subscriber of a (tenant, name) pair and
+ * after the last one leaves: what a cluster needs to know which users and
+ * channels live on this node.
+ */
 export interface HubListener {
-  connectionRegistered(connection: Connection): void;
-  connectionUnregistered(connection: Connection, reason: CloseReason): void;
+  connectionRegistered?(connection: Connection): void;
+  connectionUnregistered?(connection: Connection, reason: CloseReason): void;
+  userOnline?(tenantId: string, userId: string): void;
+  userOffline?(tenantId: string, userId: string): void;
+  channelActive?(tenantId: string, channel: string): void;
+  channelInactive?(tenantId: string, channel: string): void;
 }
 
 /** The smaller of two caps where 0 means unlimited. */
@@ -103,8 +113,13 @@ export class Hub {
     const space = this.#spaces.get(connection.tenantId);
     const refusal = this.#capRefusal(limits, space, connection.userId);
     if (refusal) return refusal;
-    this.#insert(space ?? this.#createSpace(connection.tenantId), connection);
-    for (const listener of this.#listeners) listener.connectionRegistered(connection);
+    const target = space ?? this.#createSpace(connection.tenantId);
+    const firstOfUser = !target.users.has(connection.userId);
+    this.#insert(target, connection);
+    for (const listener of this.#listeners) {
+      listener.connectionRegistered?.(connection);
+      if (firstOfUser) listener.userOnline?.(connection.tenantId, connection.userId);
+    }
     return { ok: true };
   }
 
@@ -114,10 +129,17 @@ export class Hub {
     if (!space || !space.connections.delete(connection)) return;
     this.#connectionCount--;
     if (connection.kind === 'sse') this.#sseCount--;
-    removeFromIndex(space.users, connection.userId, connection);
-    for (const channel of connection.channels) removeFromIndex(space.channels, channel, connection);
+    const lastOfUser = removeFromIndex(space.users, connection.userId, connection);
+    const emptied: string[] = [];
+    for (const channel of connection.channels) {
+      if (removeFromIndex(space.channels, channel, connection)) emptied.push(channel);
+    }
     if (space.connections.size === 0) this.#spaces.delete(space.tenantId);
-    for (const listener of this.#listeners) listener.connectionUnregistered(connection, reason);
+    for (const listener of this.#listeners) {
+      listener.connectionUnregistered?.(connection, reason);
+      for (const channel of emptied) listener.channelInactive?.(connection.tenantId, channel);
+      if (lastOfUser) listener.userOffline?.(connection.tenantId, connection.userId);
+    }
   }
 
   subscribe(connection: Connection, channel: string): SubscribeResult {
@@ -127,14 +149,18 @@ export class Hub {
     const space = this.#spaces.get(connection.tenantId);
     if (!space || !space.connections.has(connection)) return 'limit';
     connection.channels.add(channel);
-    addToIndex(space.channels, channel, connection);
+    if (addToIndex(space.channels, channel, connection)) {
+      for (const listener of this.#listeners) listener.channelActive?.(connection.tenantId, channel);
+    }
     return 'subscribed';
   }
 
   unsubscribe(connection: Connection, channel: string): boolean {
     if (!connection.channels.delete(channel)) return false;
     const space = this.#spaces.get(connection.tenantId);
-    if (space) removeFromIndex(space.channels, channel, connection);
+    if (space && removeFromIndex(space.channels, channel, connection)) {
+      for (const listener of this.#listeners) listener.channelInactive?.(connection.tenantId, channel);
+    }
     return true;
   }
 
@@ -171,15 +197,20 @@ function refusal(cap: CapName, label: string, limit: number, current: number): R
   return { ok: false, cap, message: `${label} connection limit reached (${current}/${limit})` };
 }
 
-function addToIndex(index: Map<string, Set<Connection>>, key: string, connection: Connection): void {
+/** Returns true when `key` was new to the index. */
+function addToIndex(index: Map<string, Set<Connection>>, key: string, connection: Connection): boolean {
   let set = index.get(key);
+  const created = set === undefined;
   if (!set) index.set(key, (set = new Set()));
   set.add(connection);
+  return created;
 }
 
-function removeFromIndex(index: Map<string, Set<Connection>>, key: string, connection: Connection): void {
+/** Returns true when `key` left the index (its last connection went). */
+function removeFromIndex(index: Map<string, Set<Connection>>, key: string, connection: Connection): boolean {
   const set = index.get(key);
-  if (!set) return;
-  set.delete(connection);
-  if (set.size === 0) index.delete(key);
+  if (!set || !set.delete(connection)) return false;
+  if (set.size > 0) return false;
+  index.delete(key);
+  return true;
 }
