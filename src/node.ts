@@ -170,6 +170,7 @@ export class AraNode {
       version: VERSION,
       startedAtMs: this.#startedAtMs,
       metricsToken: config.metricsToken,
+      tenancyEnabled: config.tenancy.enabled,
       health: {
         accepting: () => this.#accepting,
         report: () => ({
