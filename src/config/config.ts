@@ -1076,10 +1076,19 @@ function readRateLimit(r: EnvReader): Config['rateLimit'] {
   };
 }
 
+/**
+ * Stores default to memory on one node and to Redis in a cluster, where
+ * every node must see the same queue, acks and templates.
+ */
+function defaultStoreBackend(r: EnvReader): StoreBackend {
+  const cluster = r.value('CLUSTER_ENABLED')?.trim().toLowerCase() ?? '';
+  return ['true', '1', 'yes', 'on'].includes(cluster) ? 'redis' : 'memory';
+}
+
 function readQueue(r: EnvReader): Config['queue'] {
   return {
     enabled: r.flag('QUEUE_ENABLED', false),
-    backend: r.choice('QUEUE_BACKEND', STORE_BACKENDS, 'memory'),
+    backend: r.choice('QUEUE_BACKEND', STORE_BACKENDS, defaultStoreBackend(r)),
     maxSizePerUser: r.whole('QUEUE_MAX_SIZE_PER_USER', 100, POSITIVE_COUNT),
     messageTtlMs: r.seconds('QUEUE_MESSAGE_TTL_SECONDS', 3600, QUEUE_TTL_MAX_SECONDS),
     cleanupIntervalMs: r.seconds('QUEUE_CLEANUP_INTERVAL_SECONDS', 300),
@@ -1090,7 +1099,7 @@ function readQueue(r: EnvReader): Config['queue'] {
 function readAck(r: EnvReader): Config['ack'] {
   return {
     enabled: r.flag('ACK_ENABLED', false),
-    backend: r.choice('ACK_BACKEND', STORE_BACKENDS, 'memory'),
+    backend: r.choice('ACK_BACKEND', STORE_BACKENDS, defaultStoreBackend(r)),
     timeoutMs: r.seconds('ACK_TIMEOUT_SECONDS', 30),
     cleanupIntervalMs: r.seconds('ACK_CLEANUP_INTERVAL_SECONDS', 60),
     redeliver: r.flag('ACK_REDELIVER', false),
@@ -1173,8 +1182,27 @@ function checkBackendServers(r: EnvReader, config: Config): void {
   if (config.cluster.enabled && config.redis.url === undefined) {
     r.problem('CLUSTER_ENABLED', 'CLUSTER_ENABLED=true requires REDIS_URL');
   }
+  checkClusterBackends(r, config);
   if (config.redis.triggerEnabled && config.redis.url === undefined) {
     r.problem('REDIS_TRIGGER_ENABLED', 'REDIS_TRIGGER_ENABLED=true requires REDIS_URL');
+  }
+}
+
+/**
+ * In a cluster the online/offline decision and the queue append happen in
+ * one Redis script, and any node may receive a user's ack or render a
+ * template: those stores cannot be per node.
+ */
+function checkClusterBackends(r: EnvReader, config: Config): void {
+  if (!config.cluster.enabled) return;
+  if (config.queue.enabled && config.queue.backend !== 'redis') {
+    r.problem('QUEUE_BACKEND', `CLUSTER_ENABLED with QUEUE_ENABLED requires QUEUE_BACKEND=redis (got ${config.queue.backend})`);
+  }
+  if (config.ack.enabled && config.ack.backend === 'memory') {
+    r.problem('ACK_BACKEND', 'CLUSTER_ENABLED with ACK_ENABLED requires ACK_BACKEND=redis or postgres');
+  }
+  if (config.templates.backend === 'memory') {
+    r.problem('TEMPLATE_BACKEND', 'CLUSTER_ENABLED requires TEMPLATE_BACKEND=redis or postgres');
   }
 }
 
@@ -1225,7 +1253,7 @@ export function parseConfig(env: Env, options: ParseOptions = {}): ConfigResult 
     rateLimit: readRateLimit(r),
     queue: readQueue(r),
     ack: readAck(r),
-    templates: { backend: r.choice('TEMPLATE_BACKEND', STORE_BACKENDS, 'memory') },
+    templates: { backend: r.choice('TEMPLATE_BACKEND', STORE_BACKENDS, defaultStoreBackend(r)) },
     cluster: readCluster(r),
     otel: readOtel(r),
     metricsToken: r.raw('METRICS_TOKEN'),

@@ -979,8 +979,23 @@ describe('Redis, Postgres and backends', () => {
   });
 
   test('CLUSTER_ENABLED requires REDIS_URL', () => {
-    assert.deepEqual(problemsOf({ CLUSTER_ENABLED: 'true' }), ['CLUSTER_ENABLED=true requires REDIS_URL']);
+    assert.deepEqual(problemsOf({ CLUSTER_ENABLED: 'true' }), [
+      'TEMPLATE_BACKEND=redis requires REDIS_URL',
+      'CLUSTER_ENABLED=true requires REDIS_URL',
+    ]);
     assert.equal(configOf({ CLUSTER_ENABLED: 'true', REDIS_URL: 'redis://127.0.0.1' }).cluster.enabled, true);
+  });
+
+  test('a cluster defaults every store to Redis and refuses per-node stores', () => {
+    const cluster = { CLUSTER_ENABLED: 'true', REDIS_URL: 'redis://127.0.0.1', QUEUE_ENABLED: 'true', ACK_ENABLED: 'true' };
+    const config = configOf(cluster);
+    assert.deepEqual([config.queue.backend, config.ack.backend, config.templates.backend], ['redis', 'redis', 'redis']);
+    assert.deepEqual(problemsOf({ ...cluster, QUEUE_BACKEND: 'memory', ACK_BACKEND: 'memory', TEMPLATE_BACKEND: 'memory' }), [
+      'CLUSTER_ENABLED with QUEUE_ENABLED requires QUEUE_BACKEND=redis (got memory)',
+      'CLUSTER_ENABLED with ACK_ENABLED requires ACK_BACKEND=redis or postgres',
+      'CLUSTER_ENABLED requires TEMPLATE_BACKEND=redis or postgres',
+    ]);
+    assert.equal(configOf({ QUEUE_ENABLED: 'true' }).queue.backend, 'memory');
   });
 
   test('a redis backend in use requires REDIS_URL; an unused one does not', () => {
