@@ -10,6 +10,16 @@ import { MemoryAckTracker } from './acks/memory-acks.js';
 import { MemoryHistory } from './history/memory-history.js';
 import { MemoryQueue } from './queue/memory-queue.js';
 import { MemoryTemplateStore } from './templates/memory-templates.js';
+import { PostgresAckTracker } from './acks/postgres-acks.js';
+import { PostgresHistory } from './history/postgres-history.js';
+import { PostgresConnection } from './postgres/postgres-connection.js';
+import { PostgresQueue } from './queue/postgres-queue.js';
+import { PostgresTemplateStore } from './templates/postgres-templates.js';
+import { RedisAckTracker } from './acks/redis-acks.js';
+import { RedisHistory } from './history/redis-history.js';
+import { RedisConnection } from './redis/redis-connection.js';
+import { RedisQueue } from './queue/redis-queue.js';
+import { RedisTemplateStore } from './templates/redis-templates.js';
 import type { AckTracker, HistoryStore, OfflineQueue, TemplateStore } from './types.js';
 
 export interface StoreSet {
@@ -32,39 +42,69 @@ export function backendsInUse(config: Config): Set<StoreBackend> {
 
 export function createStores(config: Config, log: Logger): StoreSet {
   void log;
-  const queue = config.queue.enabled ? queueFor(config.queue.backend) : null;
-  const history = config.queue.enabled ? historyFor(config.queue.backend) : null;
-  const acks = config.ack.enabled ? acksFor(config.ack.backend) : null;
-  const templates = templatesFor(config.templates.backend);
+  // One pool for every store on PostgreSQL (config checked DATABASE_URL is set).
+  const postgres = backendsInUse(config).has('postgres')
+    ? new PostgresConnection({
+        url: config.database.url ?? '',
+        poolSize: config.database.poolSize,
+        log: log.child({ component: 'postgres-stores' }),
+      })
+    : null;
+  // One Redis connection for every store on Redis (config checked REDIS_URL is set).
+  const redis = backendsInUse(config).has('redis')
+    ? new RedisConnection({
+        url: config.redis.url ?? '',
+        keyPrefix: config.redis.keyPrefix,
+        backoff: config.redis.backoff,
+        log: log.child({ component: 'redis-stores' }),
+      })
+    : null;
+  const queue = config.queue.enabled ? queueFor(config.queue.backend, postgres, redis) : null;
+  const history = config.queue.enabled ? historyFor(config.queue.backend, postgres, redis) : null;
+  const acks = config.ack.enabled ? acksFor(config.ack.backend, postgres, redis) : null;
+  const templates = templatesFor(config.templates.backend, postgres, redis);
   const all = [queue, history, acks, templates].filter((store) => store !== null);
   return {
     queue,
     history,
     acks,
     templates,
-    async start() {},
+    async start() {
+      await postgres?.start();
+      await redis?.start();
+    },
     async close() {
       await Promise.allSettled(all.map((store) => store.close()));
+      await postgres?.close();
+      await redis?.close();
     },
   };
 }
 
-function queueFor(backend: StoreBackend): OfflineQueue {
+function queueFor(backend: StoreBackend, postgres: PostgresConnection | null, redis: RedisConnection | null): OfflineQueue {
   if (backend === 'memory') return new MemoryQueue();
+  if (backend === 'redis' && redis) return new RedisQueue(redis);
+  if (backend === 'postgres' && postgres) return new PostgresQueue(postgres);
   throw new Error(`QUEUE_BACKEND=${backend} is not available in this build`);
 }
 
-function historyFor(backend: StoreBackend): HistoryStore {
+function historyFor(backend: StoreBackend, postgres: PostgresConnection | null, redis: RedisConnection | null): HistoryStore {
   if (backend === 'memory') return new MemoryHistory();
+  if (backend === 'redis' && redis) return new RedisHistory(redis);
+  if (backend === 'postgres' && postgres) return new PostgresHistory(postgres);
   throw new Error(`history on ${backend} is not available in this build`);
 }
 
-function acksFor(backend: StoreBackend): AckTracker {
+function acksFor(backend: StoreBackend, postgres: PostgresConnection | null, redis: RedisConnection | null): AckTracker {
   if (backend === 'memory') return new MemoryAckTracker();
+  if (backend === 'redis' && redis) return new RedisAckTracker(redis);
+  if (backend === 'postgres' && postgres) return new PostgresAckTracker(postgres);
   throw new Error(`ACK_BACKEND=${backend} is not available in this build`);
 }
 
-function templatesFor(backend: StoreBackend): TemplateStore {
+function templatesFor(backend: StoreBackend, postgres: PostgresConnection | null, redis: RedisConnection | null): TemplateStore {
   if (backend === 'memory') return new MemoryTemplateStore();
+  if (backend === 'redis' && redis) return new RedisTemplateStore(redis);
+  if (backend === 'postgres' && postgres) return new PostgresTemplateStore(postgres);
   throw new Error(`TEMPLATE_BACKEND=${backend} is not available in this build`);
 }
