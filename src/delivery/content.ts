@@ -31,7 +31,31 @@ export async function resolveContent(
       : inline(request);
   if (request.correlation_id !== undefined) content.correlationId = request.correlation_id;
   if (audience !== undefined) content.audience = audience;
+  checkPayloadDepth(content.payload, request.template_id !== undefined ? 'variables' : 'payload');
   return content;
+}
+
+/**
+ * Deepest nesting a notification payload may have (the limit Ara 1.0's JSON
+ * parser had). Deeper values could not be serialised without exhausting
+ * the stack, which answered 500 instead of a client error.
+ */
+export const MAX_PAYLOAD_DEPTH = 128;
+
+function checkPayloadDepth(payload: unknown, field: string): void {
+  if (depthBeyond(payload, MAX_PAYLOAD_DEPTH)) {
+    throw new ApiError('VALIDATION_ERROR', `${field} nests too deeply`, {
+      details: [{ path: field, message: `must not nest deeper than ${MAX_PAYLOAD_DEPTH} levels` }],
+    });
+  }
+}
+
+/** True when `value` nests deeper than `limit`; walks no deeper than that. */
+function depthBeyond(value: unknown, limit: number): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  if (limit === 0) return true;
+  for (const child of Object.values(value)) if (depthBeyond(child, limit - 1)) return true;
+  return false;
 }
 
 function inline(request: ContentRequest): NotificationContent {

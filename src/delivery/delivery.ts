@@ -52,6 +52,12 @@ export class Delivery {
   readonly #log: Logger;
   /** Enqueues still in flight, per tenant and user: a replay waits for them. */
   readonly #inflight = new Map<string, Map<string, Promise<unknown>>>();
+  /**
+   * History appends still in flight, per tenant. Live delivery happens
+   * before the append, so a client may resume from an id whose append has
+   * not landed yet: a resume waits for the appends already begun.
+   */
+  readonly #historyInflight = new Map<string, Set<Promise<unknown>>>();
 
   constructor(
     dispatcher: Dispatcher,
@@ -119,8 +125,10 @@ export class Delivery {
     const scopes = historyScopes(target);
     if (scopes.length === 0) return;
     const maxSizes = { user: this.#options.maxQueuePerUser, channel: this.#options.historyChannelMaxSize };
+    const appending = history.append(tenantId, scopes, this.#stored(notification, this.#options.queueTtlMs), maxSizes);
+    this.#noteHistoryInflight(tenantId, appending);
     try {
-      await history.append(tenantId, scopes, this.#stored(notification, this.#options.queueTtlMs), maxSizes);
+      await appending;
     } catch (error) {
       this.#log.warn({ err: error, tenantId }, 'history write failed');
     }
@@ -145,6 +153,17 @@ export class Delivery {
     });
   }
 
+  #noteHistoryInflight(tenantId: string, pending: Promise<unknown>): void {
+    let appends = this.#historyInflight.get(tenantId);
+    if (!appends) this.#historyInflight.set(tenantId, (appends = new Set()));
+    appends.add(pending);
+    const settled = () => {
+      appends!.delete(pending);
+      if (appends!.size === 0 && this.#historyInflight.get(tenantId) === appends) this.#historyInflight.delete(tenantId);
+    };
+    pending.then(settled, settled);
+  }
+
   // ---------------------------------------------------------------------------
   // Replay and resume
 
@@ -156,15 +175,16 @@ export class Delivery {
   async replayOnConnect(connection: Connection, lastEventId: string | null): Promise<void> {
     if (this.#stores.queue === null) return;
     connection.holdForReplay();
+    const replayed = new Set<string>();
     try {
       await this.#inflight.get(connection.tenantId)?.get(connection.userId);
       const written = new Set<string>();
       if (lastEventId !== null && this.#stores.history !== null) {
-        await this.#resumeFromHistory(connection, lastEventId, [...connection.channels], written);
+        await this.#resumeFromHistory(connection, lastEventId, [...connection.channels], written, replayed);
       }
-      await this.#replayQueue(connection, written);
+      await this.#replayQueue(connection, written, replayed);
     } finally {
-      connection.endReplay();
+      connection.endReplay(replayed);
     }
   }
 
@@ -176,37 +196,56 @@ export class Delivery {
   async resume(connection: Connection, since: string, channels: string[]): Promise<void> {
     const alreadySent = connection.takeResumeWindow();
     connection.holdForReplay();
+    const replayed = new Set<string>();
     try {
-      await this.#resumeFromHistory(connection, since, channels, alreadySent ?? new Set());
+      await this.#resumeFromHistory(connection, since, channels, alreadySent ?? new Set(), replayed);
     } finally {
-      connection.endReplay();
+      connection.endReplay(replayed);
     }
   }
 
-  async #resumeFromHistory(connection: Connection, since: string, channels: string[], written: Set<string>) {
+  async #resumeFromHistory(
+    connection: Connection,
+    since: string,
+    channels: string[],
+    written: Set<string>,
+    replayed: Set<string>,
+  ) {
     const scopes: HistoryScope[] = [{ kind: 'user', id: connection.userId }];
     for (const channel of channels) scopes.push({ kind: 'channel', id: channel });
+    // `since` may be a notification the client got live whose append has not landed yet.
+    const appending = this.#historyInflight.get(connection.tenantId);
+    if (appending) await Promise.allSettled([...appending]);
     const { found, entries } = await this.#stores.history!.since(connection.tenantId, scopes, since, Date.now());
     if (!found) connection.writeReplayed(OutboundMessage.control({ type: 'resume_gap', since }));
-    await this.#writeEntries(connection, entries, written);
+    await this.#writeEntries(connection, entries, written, replayed);
   }
 
-  async #replayQueue(connection: Connection, written: Set<string>): Promise<void> {
+  async #replayQueue(connection: Connection, written: Set<string>, replayed: Set<string>): Promise<void> {
     const queue = this.#stores.queue!;
     const { tenantId, userId } = connection;
     for (;;) {
       const entries = await queue.peek(tenantId, userId, Date.now(), REPLAY_PAGE);
       if (entries.length === 0) return;
       // Entries stay queued unless every one was handed to the socket.
-      if (!(await this.#writeEntries(connection, entries, written))) return;
+      if (!(await this.#writeEntries(connection, entries, written, replayed))) return;
       await queue.remove(tenantId, userId, entries[entries.length - 1]!.seq);
       this.#metrics.queueReplayed.inc(entries.length);
       if (entries.length < REPLAY_PAGE) return;
     }
   }
 
-  /** Writes in order, waiting for the socket to drain; false if the connection ended. */
-  async #writeEntries(connection: Connection, entries: SequencedNotification[], written: Set<string>) {
+  /**
+   * Writes in order, skipping what `written` holds, waiting for the socket
+   * to drain; records each write in `written` and `replayed`. False if the
+   * connection ended.
+   */
+  async #writeEntries(
+    connection: Connection,
+    entries: SequencedNotification[],
+    written: Set<string>,
+    replayed: Set<string>,
+  ) {
     for (const entry of entries) {
       if (written.has(entry.id)) continue;
       while (connection.backpressured && !connection.ended) await connection.drained();
@@ -214,6 +253,7 @@ export class Delivery {
         return false;
       }
       written.add(entry.id);
+      replayed.add(entry.id);
       this.#trackOne(connection.tenantId, connection.userId, entry);
     }
     return !connection.ended;

@@ -36,6 +36,7 @@ export function createApp(options: AppOptions): FastifyInstance {
     trustProxy: options.trustProxy,
     return503OnClosing: true,
     clientErrorHandler: answerClientError,
+    frameworkErrors: answerFrameworkError,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: true } },
@@ -64,6 +65,17 @@ function answerClientError(error: Error & { code?: string }, socket: Duplex): vo
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\n` +
       `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   );
+}
+
+/**
+ * URLs the router cannot take (malformed percent-encoding, an over-long
+ * path parameter) still get the JSON envelope (SPEC §6), not Fastify's own body.
+ */
+function answerFrameworkError(error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+  const badUrl = error.code === 'FST_ERR_BAD_URL';
+  void reply
+    .code(badUrl ? 400 : (error.statusCode ?? 400))
+    .send(errorBody(badUrl ? 'BAD_REQUEST' : 'VALIDATION_ERROR', badUrl ? 'Malformed URL' : 'Request is invalid'));
 }
 
 /** `application/*+json` is JSON too (SPEC §6 refuses only non-JSON types). */

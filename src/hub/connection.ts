@@ -64,6 +64,20 @@ class Lane {
     this.#items.push(message);
   }
 
+  /** Removes every message `drop` matches; returns their bytes. */
+  removeWhere(drop: (message: OutboundMessage) => boolean): number {
+    let bytes = 0;
+    const kept: OutboundMessage[] = [];
+    for (let i = this.#head; i < this.#items.length; i++) {
+      const message = this.#items[i]!;
+      if (drop(message)) bytes += message.byteLength;
+      else kept.push(message);
+    }
+    this.#items = kept;
+    this.#head = 0;
+    return bytes;
+  }
+
   shift(): OutboundMessage | undefined {
     const message = this.#items[this.#head];
     if (message === undefined) return undefined;
@@ -162,8 +176,18 @@ export class Connection {
     this.#holdingForReplay = true;
   }
 
-  endReplay(): void {
+  /**
+   * Releases the live messages held during the replay, minus those the
+   * replay itself wrote (`replayed`): a notification sent while the replay
+   * read its store can be both held here and in what the store returned.
+   */
+  endReplay(replayed?: ReadonlySet<string>): void {
     this.#holdingForReplay = false;
+    if (replayed !== undefined && replayed.size > 0 && this.#lanes !== null) {
+      for (const lane of this.#lanes) {
+        this.#backlogBytes -= lane.removeWhere((message) => message.id !== undefined && replayed.has(message.id));
+      }
+    }
     this.flush();
   }
 

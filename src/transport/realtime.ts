@@ -51,6 +51,8 @@ export class RealtimeService implements ConnectionOwner {
   readonly #options: RealtimeOptions;
   #acks: AckHandler | null = null;
   #replay: ReplayHandler | null = null;
+  /** Connect-time replays still running, so a `Resume` can wait for its connection's. */
+  readonly #replaying = new WeakMap<Connection, Promise<void>>();
 
   constructor(hub: Hub, verifier: TokenVerifier, metrics: Metrics, log: Logger, options: RealtimeOptions) {
     this.#hub = hub;
@@ -100,7 +102,13 @@ export class RealtimeService implements ConnectionOwner {
     );
     if (this.#replay) {
       connection.openResumeWindow();
-      await this.#replay.replayOnConnect(connection, lastEventId);
+      const replay = this.#replay.replayOnConnect(connection, lastEventId);
+      this.#replaying.set(connection, replay);
+      try {
+        await replay;
+      } finally {
+        this.#replaying.delete(connection);
+      }
     }
   }
 
@@ -257,6 +265,10 @@ export class RealtimeService implements ConnectionOwner {
       sendError(connection, 'INVALID_MESSAGE', 'Resume is not available: QUEUE_ENABLED is off on this server');
       return;
     }
+    // A Resume that arrives while the connect-time replay still runs (a slow
+    // store) waits for it: what the replay wrote is then in the resume window
+    // and is not written a second time.
+    await this.#replaying.get(connection)?.catch(() => undefined);
     if (!connection.resumeWindowOpen) {
       sendError(connection, 'INVALID_MESSAGE', 'Resume must be sent right after connecting');
       return;
@@ -299,6 +311,12 @@ function nameProblem(name: unknown, permitted: readonly string[] | null): string
 
 /** Names in error texts are JSON-quoted so control characters stay visible and inert. */
 function quoted(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    // Nested too deeply to serialise: a client's mistake, not an internal error.
+    text = Array.isArray(value) ? '[...]' : '{...}';
+  }
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }

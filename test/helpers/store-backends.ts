@@ -4,14 +4,15 @@
  *
  * Every node started through a BackendScope gets storage of its own, so
  * counts (stats, queue sizes) start from zero and nothing leaks between
- * nodes or test files: PostgreSQL a fresh schema (DATABASE_URL with
- * `search_path`), Redis a fresh REDIS_KEY_PREFIX. `cleanup()` drops the
- * schemas and deletes the keys; call it in `after`, once the nodes stopped.
+ * nodes or test files: PostgreSQL a fresh schema (helpers/postgres.ts,
+ * DATABASE_URL with `search_path`), Redis a fresh REDIS_KEY_PREFIX.
+ * `cleanup()` stops the nodes, drops the schemas and deletes the keys;
+ * call it in `after`.
  */
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { Redis } from 'ioredis';
 import { startTestNode, type TestNode } from './node.ts';
+import { createTestSchema, type TestSchema } from './postgres.ts';
 
 export type StoreBackendName = 'memory' | 'postgres' | 'redis';
 const ALL_BACKENDS: readonly StoreBackendName[] = ['memory', 'postgres', 'redis'];
@@ -21,13 +22,12 @@ export const STORE_BACKENDS: readonly StoreBackendName[] = process.env.ARA_TEST_
   ? ALL_BACKENDS.filter((name) => process.env.ARA_TEST_BACKENDS!.split(',').includes(name))
   : ALL_BACKENDS;
 
-const PG_BASE = 'postgres://postgres@127.0.0.1:5432/test';
-const REDIS_URL = 'redis://127.0.0.1:6379';
+const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 export class BackendScope {
   readonly backend: StoreBackendName;
   readonly #label: string;
-  readonly #schemas: string[] = [];
+  readonly #schemas: TestSchema[] = [];
   readonly #prefixes: string[] = [];
   readonly #nodes: TestNode[] = [];
 
@@ -42,16 +42,9 @@ export class BackendScope {
     const suffix = randomBytes(5).toString('hex');
     const stores = { QUEUE_BACKEND: this.backend, ACK_BACKEND: this.backend, TEMPLATE_BACKEND: this.backend };
     if (this.backend === 'postgres') {
-      const schema = `ara_t_${this.#label}_${suffix}`;
-      const client = new pg.Client(PG_BASE);
-      await client.connect();
-      try {
-        await client.query(`CREATE SCHEMA "${schema}"`);
-      } finally {
-        await client.end();
-      }
+      const schema = await createTestSchema(`ara_t_${this.#label}`);
       this.#schemas.push(schema);
-      return { ...stores, DATABASE_URL: `${PG_BASE}?options=-c%20search_path%3D${schema}` };
+      return { ...stores, DATABASE_URL: schema.url };
     }
     if (this.backend === 'redis') {
       const prefix = `ara-t-${this.#label}-${suffix}`;
@@ -71,15 +64,7 @@ export class BackendScope {
   /** Stops every node it started, then drops their schemas / deletes their keys. */
   async cleanup(): Promise<void> {
     await Promise.allSettled(this.#nodes.splice(0).map((node) => node.stop()));
-    if (this.#schemas.length > 0) {
-      const client = new pg.Client(PG_BASE);
-      await client.connect();
-      try {
-        for (const schema of this.#schemas.splice(0)) await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-      } finally {
-        await client.end();
-      }
-    }
+    for (const schema of this.#schemas.splice(0)) await schema.drop();
     if (this.#prefixes.length > 0) {
       const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
       await redis.connect();
@@ -87,7 +72,7 @@ export class BackendScope {
         for (const prefix of this.#prefixes.splice(0)) {
           let cursor = '0';
           do {
-            const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+            const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
             cursor = next;
             if (keys.length > 0) await redis.del(...keys);
           } while (cursor !== '0');
