@@ -137,6 +137,35 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly redisReconnections = new Counter({
+    name: 'ara_redis_reconnections_total',
+    help: 'Times the Redis command connection came back after being lost.',
+    registers: [this.registry],
+  });
+  readonly triggerMessages = new Counter({
+    name: 'ara_trigger_messages_total',
+    help: 'Redis trigger messages received, by result (delivered, invalid, failed).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly clusterMessages = new Counter({
+    name: 'ara_cluster_messages_total',
+    help: 'Cluster bus messages, by direction (published, received) on this node.',
+    labelNames: ['direction'] as const,
+    registers: [this.registry],
+  });
+
+  /** Redis gauges, read at scrape time; only registered when Redis is used. */
+  observeRedis(read: { connected(): number; breakerState(): number }): void {
+    liveGauge(this.registry, 'ara_redis_connection_status', 'Redis command connection up (1) or down (0).', read.connected);
+    liveGauge(
+      this.registry,
+      'ara_redis_circuit_breaker_state',
+      'Redis circuit breaker: 0 closed, 1 open, 2 half-open.',
+      read.breakerState,
+    );
+  }
+
   constructor(live: LiveCounts) {
     collectDefaultMetrics({ register: this.registry });
     liveGauge(this.registry, 'ara_connections_total', 'Live realtime connections (WS + SSE).', live.connections);

@@ -56,6 +56,11 @@ export class CircuitBreaker {
     }
   }
 
+  /** Evidence of recovery (a reconnect): try calls again now instead of after the timeout. */
+  allowTrial(): void {
+    if (this.#state === 'open') this.#moveTo('half_open');
+  }
+
   recordSuccess(): void {
     if (this.#state === 'half_open') {
       if (++this.#successes >= this.#options.successThreshold) this.#moveTo('closed');

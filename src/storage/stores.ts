@@ -20,6 +20,8 @@ import { RedisHistory } from './history/redis-history.js';
 import { RedisConnection } from './redis/redis-connection.js';
 import { RedisQueue } from './queue/redis-queue.js';
 import { RedisTemplateStore } from './templates/redis-templates.js';
+import type { RedisService } from '../redis/redis-service.js';
+import { guardStore } from './guard.js';
 import type { AckTracker, HistoryStore, OfflineQueue, TemplateStore } from './types.js';
 
 export interface StoreSet {
@@ -40,8 +42,11 @@ export function backendsInUse(config: Config): Set<StoreBackend> {
   return used;
 }
 
-export function createStores(config: Config, log: Logger): StoreSet {
-  void log;
+/**
+ * `redis`: the node's shared Redis link, when REDIS_URL is set; stores on
+ * Redis use its connection and breaker.
+ */
+export function createStores(config: Config, log: Logger, redisService: RedisService | null = null): StoreSet {
   // One pool for every store on PostgreSQL (config checked DATABASE_URL is set).
   const postgres = backendsInUse(config).has('postgres')
     ? new PostgresConnection({
@@ -50,19 +55,28 @@ export function createStores(config: Config, log: Logger): StoreSet {
         log: log.child({ component: 'postgres-stores' }),
       })
     : null;
-  // One Redis connection for every store on Redis (config checked REDIS_URL is set).
-  const redis = backendsInUse(config).has('redis')
-    ? new RedisConnection({
-        url: config.redis.url ?? '',
-        keyPrefix: config.redis.keyPrefix,
-        backoff: config.redis.backoff,
-        log: log.child({ component: 'redis-stores' }),
-      })
-    : null;
-  const queue = config.queue.enabled ? queueFor(config.queue.backend, postgres, redis) : null;
-  const history = config.queue.enabled ? historyFor(config.queue.backend, postgres, redis) : null;
-  const acks = config.ack.enabled ? acksFor(config.ack.backend, postgres, redis) : null;
-  const templates = templatesFor(config.templates.backend, postgres, redis);
+  // Stores on Redis share the node's connection; without one they get their own.
+  const ownRedis =
+    backendsInUse(config).has('redis') && redisService === null
+      ? new RedisConnection({
+          url: config.redis.url ?? '',
+          keyPrefix: config.redis.keyPrefix,
+          backoff: config.redis.backoff,
+          log: log.child({ component: 'redis-stores' }),
+        })
+      : null;
+  const redis = redisService?.connection ?? ownRedis;
+  const guard = <T extends object>(store: T | null, backend: StoreBackend): T | null => {
+    if (store === null || backend === 'memory') return store;
+    return backend === 'redis'
+      ? guardStore(store, 'redis', redisService ? (call) => redisService.guarded(call) : undefined)
+      : guardStore(store, 'postgres');
+  };
+  const { backend: queueBackend } = config.queue;
+  const queue = guard(config.queue.enabled ? queueFor(queueBackend, postgres, redis) : null, queueBackend);
+  const history = guard(config.queue.enabled ? historyFor(queueBackend, postgres, redis) : null, queueBackend);
+  const acks = guard(config.ack.enabled ? acksFor(config.ack.backend, postgres, redis) : null, config.ack.backend);
+  const templates = guard(templatesFor(config.templates.backend, postgres, redis), config.templates.backend)!;
   const all = [queue, history, acks, templates].filter((store) => store !== null);
   return {
     queue,
@@ -71,12 +85,12 @@ export function createStores(config: Config, log: Logger): StoreSet {
     templates,
     async start() {
       await postgres?.start();
-      await redis?.start();
+      await ownRedis?.start();
     },
     async close() {
       await Promise.allSettled(all.map((store) => store.close()));
       await postgres?.close();
-      await redis?.close();
+      await ownRedis?.close();
     },
   };
 }

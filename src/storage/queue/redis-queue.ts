@@ -88,6 +88,26 @@ if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2]) en
 return removed
 `;
 
+// The enqueue above as a function, for the cluster scripts below (same KEYS[1..3], ARGV[1..6]).
+const ENQUEUE_FUNCTION = `local function enqueue()\n${ENQUEUE}\nend\n`;
+
+// Cluster delivery (SPEC §8). ARGV[7] bus channel, ARGV[8] bus message.
+// Publishes; when no node heard it, queues in the same script. Returns {receivers, dropped or -1}.
+const PUBLISH_OR_ENQUEUE = `${ENQUEUE_FUNCTION}
+local receivers = redis.call('PUBLISH', ARGV[7], ARGV[8])
+if receivers > 0 then return {receivers, -1} end
+return {0, enqueue()}
+`;
+
+// Trigger messages reach every node (SPEC §8). KEYS[4] dedupe key. ARGV[7] the user's
+// bus channel, ARGV[8] dedupe lifetime ms. Queues only when no node listens for the
+// user and no other node queued this notification for them. Returns dropped, -1 (online) or -2 (done elsewhere).
+const ENQUEUE_IF_OFFLINE = `${ENQUEUE_FUNCTION}
+if redis.call('PUBSUB', 'NUMSUB', ARGV[7])[2] > 0 then return -1 end
+if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[8]) then return -2 end
+return enqueue()
+`;
+
 /**
  * How long a queue key outlives its longest-lived entry: expired entries
  * stay for purgeExpired to count, and a queue nobody drains or purges
@@ -104,6 +124,8 @@ export class RedisQueue implements OfflineQueue {
   readonly #enqueue: RedisScript;
   readonly #peek: RedisScript;
   readonly #remove: RedisScript;
+  readonly #publishOrEnqueue: RedisScript;
+  readonly #enqueueIfOffline: RedisScript;
   #purgeCursor = '0';
 
   constructor(redis: RedisConnection) {
@@ -111,18 +133,65 @@ export class RedisQueue implements OfflineQueue {
     this.#enqueue = redis.defineScript('araQueueEnqueue', 3, ENQUEUE);
     this.#peek = redis.defineScript('araQueuePeek', 1, PEEK);
     this.#remove = redis.defineScript('araQueueRemove', 2, REMOVE);
+    this.#publishOrEnqueue = redis.defineScript('araQueuePublishOrEnqueue', 3, PUBLISH_OR_ENQUEUE);
+    this.#enqueueIfOffline = redis.defineScript('araQueueEnqueueIfOffline', 4, ENQUEUE_IF_OFFLINE);
+  }
+
+  /**
+   * Cluster delivery to a user with no connection on this node: publishes
+   * on the user's bus channel and, when no node is listening, queues the
+   * entry in the same script — so a user connecting at that instant either
+   * hears it live (their node subscribed first) or finds it queued.
+   */
+  async publishOrEnqueue(
+    tenantId: string,
+    userId: string,
+    entry: StoredNotification,
+    maxSize: number,
+    bus: { channel: string; message: string },
+  ): Promise<{ receivers: number; queued: boolean; dropped: number }> {
+    const [receivers, dropped] = (await this.#publishOrEnqueue.run(this.#enqueueKeys(tenantId, userId), [
+      ...this.#enqueueArgs(entry, maxSize),
+      bus.channel,
+      bus.message,
+    ])) as [number, number];
+    return { receivers: Number(receivers), queued: dropped >= 0, dropped: Math.max(0, Number(dropped)) };
+  }
+
+  /**
+   * For trigger messages, which every node receives: queues only when no
+   * node listens on the user's bus channel and no other node queued this
+   * notification for the user within `dedupeMs`. Returns true when queued here.
+   */
+  async enqueueIfOffline(
+    tenantId: string,
+    userId: string,
+    entry: StoredNotification,
+    maxSize: number,
+    busChannel: string,
+    dedupeMs: number,
+  ): Promise<{ queued: boolean; dropped: number }> {
+    const dedupeKey = this.#redis.key('queue-once', tenantId, `${entry.id}:${userId}`);
+    const result = Number(
+      await this.#enqueueIfOffline.run([...this.#enqueueKeys(tenantId, userId), dedupeKey], [
+        ...this.#enqueueArgs(entry, maxSize),
+        busChannel,
+        dedupeMs,
+      ]),
+    );
+    return { queued: result >= 0, dropped: Math.max(0, result) };
+  }
+
+  #enqueueKeys(tenantId: string, userId: string): string[] {
+    return [this.#queueKey(tenantId, userId), this.#expiryKey(tenantId, userId), this.#redis.key('queue-seq', tenantId)];
+  }
+
+  #enqueueArgs(entry: StoredNotification, maxSize: number): (string | number)[] {
+    return [entry.expiresAtMs, entry.lane, escapeField(entry.id), entry.json, Math.max(0, Math.floor(maxSize)), KEY_GRACE_MS];
   }
 
   async enqueue(tenantId: string, userId: string, entry: StoredNotification, maxSize: number) {
-    const keys = [this.#queueKey(tenantId, userId), this.#expiryKey(tenantId, userId), this.#redis.key('queue-seq', tenantId)];
-    const dropped = await this.#enqueue.run(keys, [
-      entry.expiresAtMs,
-      entry.lane,
-      escapeField(entry.id),
-      entry.json,
-      Math.max(0, Math.floor(maxSize)),
-      KEY_GRACE_MS,
-    ]);
+    const dropped = await this.#enqueue.run(this.#enqueueKeys(tenantId, userId), this.#enqueueArgs(entry, maxSize));
     return { dropped: Number(dropped) };
   }
 

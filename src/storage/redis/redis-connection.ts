@@ -222,6 +222,11 @@ export function keyTail(value: string): string {
   return !LONE_SURROGATE.test(value) && !value.startsWith('~') ? value : `~${escapeUnits(value, /[%]|\p{Cs}/gu)}`;
 }
 
+/** The inverse of keyTail. */
+export function unescapeTail(tail: string): string {
+  return tail.startsWith('~') ? unescapeField(tail.slice(1)) : tail;
+}
+
 /** Text that must not hold `|` (fields of stored entries), reversible with `unescapeField`. */
 export function escapeField(value: string): string {
   return escapeUnits(value, /[%|]|\p{Cs}/gu);

@@ -1,0 +1,332 @@
+/**
+ * Who is connected where, across the cluster (SPEC §6.2 cluster routes,
+ * §8). Each node writes only its own entries and refreshes its liveness;
+ * readers ignore nodes that stopped refreshing, so a node that dies drops
+ * out within CLUSTER_SESSION_TTL_SECONDS, and a janitor on a live node
+ * later removes what it left behind.
+ *
+ * Keys (`<p>` = REDIS_KEY_PREFIX; tenant its own segment, names last):
+ * - `<p>:cluster-nodes`                 ZSET node id → last heartbeat (ms)
+ * - `<p>:cluster-node-conns`            HASH node id → its connection count
+ * - `<p>:cluster-sessions:<t>:<user>`   HASH `<node>|<connection id>` → session JSON
+ * - `<p>:cluster-tenant-conns:<t>`      HASH node id → the tenant's connections there
+ * - `<p>:cluster-channel-subs:<t>:<ch>` HASH node id → that channel's subscribers there
+ * - `<p>:cluster-node-keys:<node>`      SET of the keys above a node wrote into
+ *
+ * Writes are fire-and-forget from the connection path (local delivery never
+ * waits on Redis); when Redis comes back after an outage, the node rewrites
+ * all of its entries from its own registry.
+ */
+import type { Logger } from 'pino';
+import type { Connection } from '../hub/connection.js';
+import type { Hub } from '../hub/hub.js';
+import type { RedisService } from '../redis/redis-service.js';
+import { globEscape, pipelineResults } from '../storage/redis/redis-connection.js';
+
+export interface SessionInfo {
+  connection_id: string;
+  server_id: string;
+  tenant_id: string;
+  connected_at: string;
+  channels: string[];
+}
+
+export interface NodeInfo {
+  server_id: string;
+  connections: number;
+  last_seen: string;
+}
+
+/** Remote connections of a target, per live node other than this one. */
+export type RemoteCounts = Map<string, number>;
+
+export class ClusterPresence {
+  readonly #redis: RedisService;
+  readonly #hub: Hub;
+  readonly #nodeId: string;
+  readonly #ttlMs: number;
+  readonly #log: Logger;
+  #liveNodes = new Set<string>();
+  #heartbeat: NodeJS.Timeout | null = null;
+
+  constructor(redis: RedisService, hub: Hub, nodeId: string, ttlMs: number, log: Logger) {
+    this.#redis = redis;
+    this.#hub = hub;
+    this.#nodeId = nodeId;
+    this.#ttlMs = ttlMs;
+    this.#log = log;
+    redis.connection.client.on('ready', () => void this.resync());
+  }
+
+  get nodeId(): string {
+    return this.#nodeId;
+  }
+
+  /** Beats at a third of the TTL, so one missed beat never makes a live node look dead. */
+  async start(): Promise<void> {
+    await this.#beat();
+    await this.resync();
+    this.#heartbeat = setInterval(() => void this.#beat(), Math.max(100, Math.floor(this.#ttlMs / 3)));
+    this.#heartbeat.unref();
+  }
+
+  /** Removes this node's entries: a clean shutdown leaves nothing behind. */
+  async stop(): Promise<void> {
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.#heartbeat = null;
+    await this.#forgetNode(this.#nodeId).catch((error: unknown) => this.#log.debug({ err: error }, 'presence cleanup failed'));
+  }
+
+  // -------------------------------------------------------------------------
+  // Writes from the connection path
+
+  connectionOpened(connection: Connection): void {
+    this.#write((pipeline, keys) => {
+      const sessions = this.#sessionsKey(connection.tenantId, connection.userId);
+      pipeline.hset(sessions, this.#field(connection), this.#session(connection));
+      pipeline.hincrby(this.#tenantConnsKey(connection.tenantId), this.#nodeId, 1);
+      pipeline.hincrby(this.#key('cluster-node-conns'), this.#nodeId, 1);
+      keys.push(sessions, this.#tenantConnsKey(connection.tenantId));
+    });
+  }
+
+  connectionClosed(connection: Connection): void {
+    this.#write((pipeline) => {
+      pipeline.hdel(this.#sessionsKey(connection.tenantId, connection.userId), this.#field(connection));
+      pipeline.hincrby(this.#tenantConnsKey(connection.tenantId), this.#nodeId, -1);
+      pipeline.hincrby(this.#key('cluster-node-conns'), this.#nodeId, -1);
+      for (const channel of connection.channels) {
+        pipeline.hincrby(this.#channelSubsKey(connection.tenantId, channel), this.#nodeId, -1);
+      }
+    });
+  }
+
+  subscriptionChanged(connection: Connection, channel: string, delta: 1 | -1): void {
+    this.#write((pipeline, keys) => {
+      pipeline.hset(this.#sessionsKey(connection.tenantId, connection.userId), this.#field(connection), this.#session(connection));
+      const subs = this.#channelSubsKey(connection.tenantId, channel);
+      pipeline.hincrby(subs, this.#nodeId, delta);
+      keys.push(subs);
+    });
+  }
+
+  // -------------------------------------------------------------------------
+  // Reads
+
+  /** Connections of these users on other live nodes. */
+  async userCounts(tenantId: string, userIds: readonly string[]): Promise<RemoteCounts> {
+    const pipeline = this.#redis.connection.client.pipeline();
+    for (const userId of userIds) pipeline.hkeys(this.#sessionsKey(tenantId, userId));
+    const counts: RemoteCounts = new Map();
+    for (const fields of pipelineResults(await this.#redis.guarded(() => pipeline.exec())) as string[][]) {
+      for (const field of fields) {
+        const node = field.slice(0, field.indexOf('|'));
+        if (node !== this.#nodeId && this.#liveNodes.has(node)) counts.set(node, (counts.get(node) ?? 0) + 1);
+      }
+    }
+    return counts;
+  }
+
+  /** Subscribers of these channels on other live nodes (a connection in two channels counts twice). */
+  async channelCounts(tenantId: string, channels: readonly string[]): Promise<RemoteCounts> {
+    const pipeline = this.#redis.connection.client.pipeline();
+    for (const channel of channels) pipeline.hgetall(this.#channelSubsKey(tenantId, channel));
+    return this.#sumLive(pipelineResults(await this.#redis.guarded(() => pipeline.exec())) as Record<string, string>[]);
+  }
+
+  /** Connections of a tenant (or of every tenant) on other live nodes. */
+  async tenantCounts(tenantId: string | null): Promise<RemoteCounts> {
+    const key = tenantId === null ? this.#key('cluster-node-conns') : this.#tenantConnsKey(tenantId);
+    return this.#sumLive([await this.#redis.guarded(() => this.#redis.connection.client.hgetall(key))]);
+  }
+
+  /**
+   * Live nodes with their connection counts, this one included: all
+   * connections, or only one tenant's.
+   */
+  async nodesFor(tenantId: string | null): Promise<NodeInfo[]> {
+    const nodes = await this.nodes();
+    if (tenantId === null) return nodes;
+    const perNode = await this.#redis.guarded(() => this.#redis.connection.client.hgetall(this.#tenantConnsKey(tenantId)));
+    return nodes.map((node) => ({ ...node, connections: Math.max(0, Number(perNode[node.server_id] ?? 0)) }));
+  }
+
+  async nodes(): Promise<NodeInfo[]> {
+    const client = this.#redis.connection.client;
+    const [beats, counts] = await this.#redis.guarded(() =>
+      Promise.all([
+        client.zrange(this.#key('cluster-nodes'), Date.now() - this.#ttlMs, '+inf', 'BYSCORE', 'WITHSCORES'),
+        client.hgetall(this.#key('cluster-node-conns')),
+      ]),
+    );
+    const nodes: NodeInfo[] = [];
+    for (let i = 0; i < beats.length; i += 2) {
+      const id = beats[i]!;
+      nodes.push({ server_id: id, connections: Math.max(0, Number(counts[id] ?? 0)), last_seen: new Date(Number(beats[i + 1])).toISOString() });
+    }
+    return nodes.sort((a, b) => (a.server_id < b.server_id ? -1 : 1));
+  }
+
+  /** The user's sessions on live nodes, in one tenant or (tenantId null) all of them. */
+  async sessions(tenantId: string | null, userId: string): Promise<SessionInfo[]> {
+    const keys: string[] = [];
+    if (tenantId !== null) {
+      keys.push(this.#sessionsKey(tenantId, userId));
+    } else {
+      const probe = this.#sessionsKey('x', userId);
+      const tail = probe.slice(this.#sessionsKey('x', '').length);
+      const pattern = `${globEscape(`${this.#redis.connection.keyPrefix}:cluster-sessions:`)}*${globEscape(`:${tail}`)}`;
+      await this.#redis.guarded(() => this.#redis.connection.scan(pattern, async (found) => void keys.push(...found)));
+    }
+    const live = new Set((await this.nodes()).map((node) => node.server_id));
+    const sessions: SessionInfo[] = [];
+    for (const key of keys) {
+      const entries = await this.#redis.guarded(() => this.#redis.connection.client.hgetall(key));
+      for (const [field, json] of Object.entries(entries)) {
+        const session = JSON.parse(json) as SessionInfo;
+        // A key matched by the scan may belong to a user whose id only ends like this one.
+        if (live.has(field.slice(0, field.indexOf('|'))) && (tenantId !== null || key === this.#sessionsKey(session.tenant_id, userId))) {
+          sessions.push(session);
+        }
+      }
+    }
+    return sessions.sort((a, b) => (a.connected_at < b.connected_at ? -1 : 1));
+  }
+
+  // -------------------------------------------------------------------------
+  // Liveness, resync and the janitor
+
+  async #beat(): Promise<void> {
+    try {
+      const client = this.#redis.connection.client;
+      await this.#redis.guarded(() => client.zadd(this.#key('cluster-nodes'), Date.now(), this.#nodeId));
+      const live = await this.#redis.guarded(() =>
+        client.zrange(this.#key('cluster-nodes'), Date.now() - this.#ttlMs, '+inf', 'BYSCORE'),
+      );
+      this.#liveNodes = new Set(live);
+      await this.#sweepDeadNodes();
+    } catch (error) {
+      this.#log.debug({ err: error }, 'cluster heartbeat failed');
+    }
+  }
+
+  /** Rewrites every entry of this node from the local registry. */
+  async resync(): Promise<void> {
+    try {
+      await this.#forgetNode(this.#nodeId, false);
+      const pipeline = this.#redis.connection.client.pipeline();
+      const keys: string[] = [];
+      const channelSubs = new Map<string, number>();
+      let total = 0;
+      for (const space of this.#hub.spaces()) {
+        pipeline.hset(this.#tenantConnsKey(space.tenantId), this.#nodeId, space.connections.size);
+        keys.push(this.#tenantConnsKey(space.tenantId));
+        total += space.connections.size;
+        for (const connection of space.connections) {
+          const sessions = this.#sessionsKey(connection.tenantId, connection.userId);
+          pipeline.hset(sessions, this.#field(connection), this.#session(connection));
+          keys.push(sessions);
+        }
+        for (const [channel, subscribers] of space.channels) {
+          channelSubs.set(this.#channelSubsKey(space.tenantId, channel), subscribers.size);
+        }
+      }
+      for (const [key, count] of channelSubs) {
+        pipeline.hset(key, this.#nodeId, count);
+        keys.push(key);
+      }
+      pipeline.hset(this.#key('cluster-node-conns'), this.#nodeId, total);
+      if (keys.length > 0) pipeline.sadd(this.#nodeKeysKey(this.#nodeId), ...new Set(keys));
+      pipelineResults(await this.#redis.guarded(() => pipeline.exec()));
+    } catch (error) {
+      this.#log.debug({ err: error }, 'presence resync failed; retried on the next reconnect');
+    }
+  }
+
+  async #sweepDeadNodes(): Promise<void> {
+    const client = this.#redis.connection.client;
+    const dead = await client.zrange(this.#key('cluster-nodes'), '-inf', Date.now() - this.#ttlMs * 3, 'BYSCORE');
+    for (const node of dead) {
+      // One janitor per dead node at a time; the others skip it.
+      if ((await client.set(this.#key(`cluster-janitor:${node}`), this.#nodeId, 'PX', this.#ttlMs, 'NX')) !== 'OK') continue;
+      await this.#forgetNode(node);
+      this.#log.info({ node }, 'removed the presence of a dead node');
+    }
+  }
+
+  /** Deletes what `node` wrote; `andNode` also removes it from the node list. */
+  async #forgetNode(node: string, andNode = true): Promise<void> {
+    const client = this.#redis.connection.client;
+    const keys = await client.smembers(this.#nodeKeysKey(node));
+    const pipeline = client.pipeline();
+    for (const key of keys) {
+      if (key.includes(':cluster-sessions:')) {
+        const fields = (await client.hkeys(key)).filter((field) => field.startsWith(`${node}|`));
+        if (fields.length > 0) pipeline.hdel(key, ...fields);
+      } else {
+        pipeline.hdel(key, node);
+      }
+    }
+    pipeline.del(this.#nodeKeysKey(node));
+    pipeline.hdel(this.#key('cluster-node-conns'), node);
+    if (andNode) pipeline.zrem(this.#key('cluster-nodes'), node);
+    pipelineResults(await pipeline.exec());
+  }
+
+  // -------------------------------------------------------------------------
+
+  #write(build: (pipeline: ReturnType<RedisService['connection']['client']['pipeline']>, keys: string[]) => void): void {
+    if (!this.#redis.connection.ready) return; // rewritten by resync when Redis is back
+    const pipeline = this.#redis.connection.client.pipeline();
+    const keys: string[] = [];
+    build(pipeline, keys);
+    if (keys.length > 0) pipeline.sadd(this.#nodeKeysKey(this.#nodeId), ...keys);
+    pipeline.exec().catch((error: unknown) => this.#log.debug({ err: error }, 'presence write failed'));
+  }
+
+  #sumLive(hashes: Record<string, string>[]): RemoteCounts {
+    const counts: RemoteCounts = new Map();
+    for (const hash of hashes) {
+      for (const [node, value] of Object.entries(hash)) {
+        const count = Number(value);
+        if (node !== this.#nodeId && count > 0 && this.#liveNodes.has(node)) counts.set(node, (counts.get(node) ?? 0) + count);
+      }
+    }
+    return counts;
+  }
+
+  #session(connection: Connection): string {
+    const session: SessionInfo = {
+      connection_id: connection.id,
+      server_id: this.#nodeId,
+      tenant_id: connection.tenantId,
+      connected_at: connection.connectedAt.toISOString(),
+      channels: [...connection.channels].sort(),
+    };
+    return JSON.stringify(session);
+  }
+
+  #field(connection: Connection): string {
+    return `${this.#nodeId}|${connection.id}`;
+  }
+
+  #key(name: string): string {
+    return this.#redis.connection.globalKey(name);
+  }
+
+  #sessionsKey(tenantId: string, userId: string): string {
+    return this.#redis.connection.key('cluster-sessions', tenantId, userId);
+  }
+
+  #tenantConnsKey(tenantId: string): string {
+    return this.#redis.connection.key('cluster-tenant-conns', tenantId);
+  }
+
+  #channelSubsKey(tenantId: string, channel: string): string {
+    return this.#redis.connection.key('cluster-channel-subs', tenantId, channel);
+  }
+
+  #nodeKeysKey(node: string): string {
+    return this.#key(`cluster-node-keys:${node}`);
+  }
+}
