@@ -71,3 +71,21 @@ export function tokenOf(req: IncomingMessage, url: URL): string | null {
   const match = /^bearer +(\S+)\s*$/i.exec(header);
   return match ? match[1]! : null;
 }
+
+/** What a client may ask for when connecting, on /ws and /sse alike (SPEC §5, §7). */
+export interface ConnectOptions {
+  /** `?channels=a,b`: subscribed at connect. */
+  channels: string[];
+  /** `Last-Event-ID` header or `?last_event_id=`: resume from history instead of the plain replay. */
+  lastEventId: string | null;
+}
+
+export function connectOptions(req: IncomingMessage, url: URL): ConnectOptions {
+  const rawChannels = url.searchParams.get('channels');
+  const header = req.headers['last-event-id'];
+  const lastEventId = url.searchParams.get('last_event_id') ?? (typeof header === 'string' ? header : null);
+  return {
+    channels: rawChannels === null || rawChannels === '' ? [] : rawChannels.split(','),
+    lastEventId: lastEventId === null || lastEventId === '' ? null : lastEventId,
+  };
+}

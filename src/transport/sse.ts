@@ -9,7 +9,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ApiError } from '../errors.js';
 import type { CloseReason, Connection, Transport } from '../hub/connection.js';
 import type { OutboundMessage } from '../hub/outbound.js';
-import type { HandshakeAuthenticator } from './handshake.js';
+import { connectOptions, type HandshakeAuthenticator } from './handshake.js';
 import type { RealtimeService } from './realtime.js';
 
 const CONNECTION = Symbol('ara.connection');
@@ -71,7 +71,7 @@ export function registerSseRoute(
     if (!outcome.ok) {
       throw new ApiError(outcome.code, outcome.message, { status: outcome.status, headers: outcome.headers });
     }
-    const channels = channelsParam(url);
+    const { channels, lastEventId } = connectOptions(request.raw, url);
     const failures = realtime.channelProblems(outcome.identity, channels);
     if (failures.length > 0) {
       throw new ApiError('VALIDATION_ERROR', 'Invalid channels parameter', {
@@ -85,7 +85,7 @@ export function registerSseRoute(
     const connection = opened.connection;
     realtime.subscribeAll(connection, channels, false);
     startStream(reply, connection);
-    await realtime.start(connection, lastEventIdOf(request, url));
+    await realtime.start(connection, lastEventId);
   });
 }
 
@@ -100,19 +100,6 @@ function startStream(reply: FastifyReply, connection: Connection): void {
   (res as unknown as TaggedResponse)[CONNECTION] = connection;
   res.on('close', onResponseClose);
   res.on('drain', onResponseDrain);
-}
-
-/** `?channels=a,b` (SPEC §5): subscribed at connect, each name validated. */
-function channelsParam(url: URL): string[] {
-  const raw = url.searchParams.get('channels');
-  if (raw === null || raw === '') return [];
-  return raw.split(',');
-}
-
-function lastEventIdOf(request: FastifyRequest, url: URL): string | null {
-  const header = request.headers['last-event-id'];
-  const value = url.searchParams.get('last_event_id') ?? (typeof header === 'string' ? header : null);
-  return value === null || value === '' ? null : value;
 }
 
 function onResponseClose(this: ServerResponse): void {

@@ -14,7 +14,8 @@ import { CLOSE_CODES, HTTP_ERRORS, errorBody, type HttpErrorCode } from '../erro
 import type { CloseReason, Connection, Transport } from '../hub/connection.js';
 import type { OutboundMessage } from '../hub/outbound.js';
 import { redactUrl } from '../ops/logger.js';
-import type { HandshakeAuthenticator } from './handshake.js';
+import { connectOptions, type ConnectOptions, type HandshakeAuthenticator } from './handshake.js';
+import type { Identity } from '../auth/jwt.js';
 import type { RealtimeService } from './realtime.js';
 import { sendError } from './realtime.js';
 
@@ -147,11 +148,17 @@ export class WsGateway {
       reject(socket, outcome.code, outcome.message, outcome.status, outcome.headers);
       return;
     }
+    const options = connectOptions(req, url);
+    const problems = this.#realtime.channelProblems(outcome.identity, options.channels);
+    if (problems.length > 0) {
+      reject(socket, 'VALIDATION_ERROR', `Invalid channels parameter: ${problems.join('; ')}`);
+      return;
+    }
     if (socket.destroyed || !this.#accepting) {
       reject(socket, 'SERVICE_UNAVAILABLE', 'Server is shutting down');
       return;
     }
-    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, socket, outcome.identity));
+    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, socket, outcome.identity, options));
   }
 
   #checkRequest(req: IncomingMessage, url: URL): UpgradeRefusal | null {
@@ -177,7 +184,7 @@ export class WsGateway {
     return null;
   }
 
-  #accept(ws: WebSocket, socket: Duplex, identity: Parameters<RealtimeService['open']>[0]): void {
+  #accept(ws: WebSocket, socket: Duplex, identity: Identity, options: ConnectOptions): void {
     const opened = this.#realtime.open(identity, new WsTransport(ws, socket));
     if (!opened.ok) {
       ws.on('error', onSocketError);
@@ -198,7 +205,8 @@ export class WsGateway {
     ws.on('error', onWsError);
     ws.on('close', onClose);
     socket.on('drain', onDrain);
-    this.#realtime.start(connection).catch((error: unknown) => this.#failed(connection, error));
+    this.#realtime.subscribeAll(connection, options.channels, false);
+    this.#realtime.start(connection, options.lastEventId).catch((error: unknown) => this.#failed(connection, error));
   }
 
   handleMessage(connection: Connection, data: Buffer, isBinary: boolean): void {
