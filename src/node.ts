@@ -30,7 +30,11 @@ import { createLogger } from './ops/logger.js';
 import { Metrics } from './ops/metrics.js';
 import { createRateLimits, type RateLimits } from './ratelimit/rate-limits.js';
 import { ackSection, queueSection } from './storage/stats-sections.js';
-import { createStores, type StoreSet } from './storage/stores.js';
+import { backendsInUse, createStores, type StoreSet } from './storage/stores.js';
+import { Cluster } from './cluster/cluster.js';
+import { registerClusterRoutes } from './http/routes/cluster.js';
+import { RedisService } from './redis/redis-service.js';
+import { RedisTrigger } from './triggers/redis-trigger.js';
 import { NotificationStats } from './tenancy/tenant-stats.js';
 import { HandshakeAuthenticator } from './transport/handshake.js';
 import { RealtimeService, sendError } from './transport/realtime.js';
@@ -50,6 +54,10 @@ export class AraNode {
   readonly hub: Hub;
   readonly stores: StoreSet;
   readonly delivery: Delivery;
+  /** The link to Redis when anything uses it (REDIS_URL set). */
+  readonly redis: RedisService | null;
+  readonly cluster: Cluster | null;
+  readonly #trigger: RedisTrigger | null;
   readonly stats = new NotificationStats();
   readonly #app: FastifyInstance;
   readonly #realtime: RealtimeService;
@@ -65,14 +73,15 @@ export class AraNode {
     this.config = config;
     this.log = options.log ?? createLogger(config.log);
     this.hub = createHub(config);
-    this.stores = createStores(config, this.log);
     this.metrics = new Metrics({
       connections: () => this.hub.connectionCount,
       users: () => sumOverSpaces(this.hub, (space) => space.users.size),
       channels: () => sumOverSpaces(this.hub, (space) => space.channels.size),
-      queuedMessages: this.stores.queue ? async () => (await this.stores.queue!.stats(null)).messages : undefined,
-      pendingAcks: this.stores.acks ? async () => (await this.stores.acks!.stats(null)).pendingCount : undefined,
+      queuedMessages: config.queue.enabled ? async () => (await this.stores.queue!.stats(null)).messages : undefined,
+      pendingAcks: config.ack.enabled ? async () => (await this.stores.acks!.stats(null)).pendingCount : undefined,
     });
+    this.redis = needsRedis(config) ? new RedisService(config, this.log, this.metrics) : null;
+    this.stores = createStores(config, this.log, this.redis);
     this.delivery = new Delivery(
       new Dispatcher(this.hub),
       this.stores,
@@ -87,6 +96,19 @@ export class AraNode {
       this.stats,
       this.log,
     );
+    this.cluster = config.cluster.enabled && this.redis ? new Cluster(config, this.redis, this.hub, this.metrics, this.log) : null;
+    if (this.cluster) {
+      this.delivery.setCluster(this.cluster);
+      this.cluster.onRemoteDelivery((remote) => this.delivery.deliverRemote(remote));
+    }
+    this.#trigger =
+      config.redis.triggerEnabled && this.redis
+        ? new RedisTrigger(config, this.redis, this.delivery, this.metrics, this.log)
+        : null;
+    this.redis?.subscriber.onMessage((channel, message) => {
+      if (this.cluster?.handles(channel)) this.cluster.receive(channel, message);
+      else this.#trigger?.receive(channel, message);
+    });
 
     const verifier = new TokenVerifier(config);
     const origins = new OriginPolicy(config.corsOrigins);
@@ -157,8 +179,9 @@ export class AraNode {
         tenancyEnabled: config.tenancy.enabled,
         configuredTenants: [...new Set([...config.api.tenantKeys.keys(), ...config.tenancy.tenants.map((t) => t.id)])],
       });
+      registerClusterRoutes(api, { hub: this.hub, cluster: this.cluster, serverId: config.cluster.serverId });
       registerStatsRoutes(api, this.hub, this.stats, {
-        redis: () => ({ status: 'disabled', connected: false }),
+        redis: () => this.redis?.details() ?? { status: 'disabled', connected: false },
         queue: (tenantId) => queueSection(config, stores, tenantId),
         ack: (tenantId) => ackSection(stores, tenantId),
       });
@@ -173,20 +196,32 @@ export class AraNode {
       tenancyEnabled: config.tenancy.enabled,
       health: {
         accepting: () => this.#accepting,
-        report: () => ({
-          healthy: true,
-          sections: {
-            redis: { status: 'disabled', connected: false },
-            queue: { enabled: config.queue.enabled, backend: config.queue.backend },
-          },
-        }),
+        report: () => this.#healthReport(),
       },
     });
   }
 
+  /**
+   * /health (SPEC §6.3): degraded while a required backend is down. Redis
+   * is required whenever something uses it; PostgreSQL when a store does.
+   */
+  #healthReport(): { healthy: boolean; sections: Record<string, unknown> } {
+    const { config } = this;
+    const redisStatus = this.redis?.status ?? 'disabled';
+    const sections: Record<string, unknown> = {
+      redis: { status: redisStatus, connected: this.redis?.connection.ready ?? false },
+      queue: { enabled: config.queue.enabled, backend: config.queue.backend },
+    };
+    if (this.cluster) sections.cluster = { enabled: true, server_id: this.cluster.nodeId };
+    return { healthy: redisStatus === 'disabled' || redisStatus === 'healthy', sections };
+  }
+
   /** Listens on SERVER_HOST:SERVER_PORT (port 0 picks a free one). */
   async start(): Promise<AddressInfo> {
+    await this.redis?.start();
     await this.stores.start();
+    await this.cluster?.start();
+    await this.#trigger?.start();
     await this.#app.ready();
     this.#app.server.on('upgrade', this.#gateway.handleUpgrade);
     await this.#app.listen({ host: this.config.server.host, port: this.config.server.port });
@@ -241,7 +276,12 @@ export class AraNode {
       this.log.warn('shutdown grace ending: closing remaining connections');
       this.#app.server.closeAllConnections();
     }
-    await Promise.race([this.stores.close(), delay(deadline - Date.now() - 300, undefined)]);
+    const closeBackends = async () => {
+      await this.cluster?.stop();
+      await this.stores.close();
+      await this.redis?.close();
+    };
+    await Promise.race([closeBackends(), delay(deadline - Date.now() - 300, undefined)]);
     await this.#gateway.terminateAll(Math.max(0, deadline - Date.now() - 100));
     this.log.info('shutdown complete');
   }
@@ -258,6 +298,14 @@ export class AraNode {
       connection.end('shutdown');
     }
   }
+}
+
+/** Redis is connected when REDIS_URL is set and a feature uses it. */
+function needsRedis(config: Config): boolean {
+  if (config.redis.url === undefined) return false;
+  const stores = backendsInUse(config).has('redis');
+  const rateLimit = config.rateLimit.enabled && config.rateLimit.backend === 'redis';
+  return stores || rateLimit || config.cluster.enabled || config.redis.triggerEnabled;
 }
 
 function createHub(config: Config): Hub {

@@ -118,6 +118,10 @@ export class Cluster implements HubListener {
     this.presence.connectionClosed(connection);
   }
 
+  subscriptionChanged(connection: Connection, channel: string, subscribed: boolean): void {
+    this.presence.subscriptionChanged(connection, channel, subscribed ? 1 : -1);
+  }
+
   userOnline(tenantId: string, userId: string): void {
     const channel = this.#userChannel(tenantId, userId);
     const subscribed = this.#redis.subscriber.subscribe(channel);
@@ -300,6 +304,17 @@ export class Cluster implements HubListener {
     this.#seen.add(header.i);
     if (this.#seen.size > SEEN_IDS) this.#seen.delete(this.#seen.values().next().value!);
     return false;
+  }
+
+  /** The bus channel a user's node listens on; trigger queueing asks Redis who listens. */
+  userBusChannel(tenantId: string, userId: string): string {
+    return this.#userChannel(tenantId, userId);
+  }
+
+  /** True for exactly one caller per `name` within `ttlMs`, across every node. */
+  async claimOnce(name: string, ttlMs: number): Promise<boolean> {
+    const key = this.#redis.connection.globalKey(`cluster-once:${name}`);
+    return (await this.#redis.guarded(() => this.#redis.connection.client.set(key, this.#nodeId, 'PX', ttlMs, 'NX'))) === 'OK';
   }
 
   #userChannel(tenantId: string, userId: string): string {

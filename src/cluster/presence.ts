@@ -46,7 +46,6 @@ export class ClusterPresence {
   readonly #nodeId: string;
   readonly #ttlMs: number;
   readonly #log: Logger;
-  #liveNodes = new Set<string>();
   #heartbeat: NodeJS.Timeout | null = null;
 
   constructor(redis: RedisService, hub: Hub, nodeId: string, ttlMs: number, log: Logger) {
@@ -115,13 +114,14 @@ export class ClusterPresence {
 
   /** Connections of these users on other live nodes. */
   async userCounts(tenantId: string, userIds: readonly string[]): Promise<RemoteCounts> {
-    const pipeline = this.#redis.connection.client.pipeline();
-    for (const userId of userIds) pipeline.hkeys(this.#sessionsKey(tenantId, userId));
+    const [live, ...fieldLists] = await this.#readWithLiveNodes((pipeline) => {
+      for (const userId of userIds) pipeline.hkeys(this.#sessionsKey(tenantId, userId));
+    });
     const counts: RemoteCounts = new Map();
-    for (const fields of pipelineResults(await this.#redis.guarded(() => pipeline.exec())) as string[][]) {
+    for (const fields of fieldLists as string[][]) {
       for (const field of fields) {
         const node = field.slice(0, field.indexOf('|'));
-        if (node !== this.#nodeId && this.#liveNodes.has(node)) counts.set(node, (counts.get(node) ?? 0) + 1);
+        if (node !== this.#nodeId && live.has(node)) counts.set(node, (counts.get(node) ?? 0) + 1);
       }
     }
     return counts;
@@ -129,15 +129,28 @@ export class ClusterPresence {
 
   /** Subscribers of these channels on other live nodes (a connection in two channels counts twice). */
   async channelCounts(tenantId: string, channels: readonly string[]): Promise<RemoteCounts> {
-    const pipeline = this.#redis.connection.client.pipeline();
-    for (const channel of channels) pipeline.hgetall(this.#channelSubsKey(tenantId, channel));
-    return this.#sumLive(pipelineResults(await this.#redis.guarded(() => pipeline.exec())) as Record<string, string>[]);
+    const [live, ...hashes] = await this.#readWithLiveNodes((pipeline) => {
+      for (const channel of channels) pipeline.hgetall(this.#channelSubsKey(tenantId, channel));
+    });
+    return this.#sumLive(live, hashes as Record<string, string>[]);
   }
 
   /** Connections of a tenant (or of every tenant) on other live nodes. */
   async tenantCounts(tenantId: string | null): Promise<RemoteCounts> {
     const key = tenantId === null ? this.#key('cluster-node-conns') : this.#tenantConnsKey(tenantId);
-    return this.#sumLive([await this.#redis.guarded(() => this.#redis.connection.client.hgetall(key))]);
+    const [live, hash] = await this.#readWithLiveNodes((pipeline) => void pipeline.hgetall(key));
+    return this.#sumLive(live, [hash as Record<string, string>]);
+  }
+
+  /** Runs the reads in one round trip together with the list of live nodes. */
+  async #readWithLiveNodes(
+    build: (pipeline: ReturnType<RedisService['connection']['client']['pipeline']>) => void,
+  ): Promise<[Set<string>, ...unknown[]]> {
+    const pipeline = this.#redis.connection.client.pipeline();
+    pipeline.zrange(this.#key('cluster-nodes'), Date.now() - this.#ttlMs, '+inf', 'BYSCORE');
+    build(pipeline);
+    const [live, ...rest] = pipelineResults(await this.#redis.guarded(() => pipeline.exec()));
+    return [new Set(live as string[]), ...rest];
   }
 
   /**
@@ -200,10 +213,6 @@ export class ClusterPresence {
     try {
       const client = this.#redis.connection.client;
       await this.#redis.guarded(() => client.zadd(this.#key('cluster-nodes'), Date.now(), this.#nodeId));
-      const live = await this.#redis.guarded(() =>
-        client.zrange(this.#key('cluster-nodes'), Date.now() - this.#ttlMs, '+inf', 'BYSCORE'),
-      );
-      this.#liveNodes = new Set(live);
       await this.#sweepDeadNodes();
     } catch (error) {
       this.#log.debug({ err: error }, 'cluster heartbeat failed');
@@ -284,12 +293,12 @@ export class ClusterPresence {
     pipeline.exec().catch((error: unknown) => this.#log.debug({ err: error }, 'presence write failed'));
   }
 
-  #sumLive(hashes: Record<string, string>[]): RemoteCounts {
+  #sumLive(live: Set<string>, hashes: Record<string, string>[]): RemoteCounts {
     const counts: RemoteCounts = new Map();
     for (const hash of hashes) {
       for (const [node, value] of Object.entries(hash)) {
         const count = Number(value);
-        if (node !== this.#nodeId && count > 0 && this.#liveNodes.has(node)) counts.set(node, (counts.get(node) ?? 0) + count);
+        if (node !== this.#nodeId && count > 0 && live.has(node)) counts.set(node, (counts.get(node) ?? 0) + count);
       }
     }
     return counts;

@@ -8,13 +8,18 @@
  * API means the notification was delivered live or is in the queue.
  */
 import type { Logger } from 'pino';
+import type { Cluster, RemoteDelivery } from '../cluster/cluster.js';
+import { BackendUnavailableError } from '../storage/guard.js';
+import type { RedisQueue } from '../storage/queue/redis-queue.js';
+import { TRIGGER_ID_WINDOW_MS, triggerNotificationId } from '../triggers/trigger-id.js';
+import type { TriggerRequest } from '../triggers/trigger-message.js';
 import type { Connection } from '../hub/connection.js';
 import { OutboundMessage } from '../hub/outbound.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { NotificationCounters, NotificationStats } from '../tenancy/tenant-stats.js';
 import type { AckTracker, HistoryScope, HistoryStore, OfflineQueue, SequencedNotification, StoredNotification } from '../storage/types.js';
 import { ALL_TENANTS, type Dispatcher, type LiveResult, type Target, type TargetType } from './dispatcher.js';
-import type { Notification } from './notification.js';
+import { buildNotification, type Notification } from './notification.js';
 
 export interface DispatchResult {
   /** Connections that accepted the message. */
@@ -23,6 +28,8 @@ export interface DispatchResult {
   failed: number;
   /** Users it was queued for. */
   queued: number;
+  /** Cluster mode: the nodes it was routed to, this one included. */
+  nodes?: number;
 }
 
 export interface DeliveryStores {
@@ -58,6 +65,7 @@ export class Delivery {
    * not landed yet: a resume waits for the appends already begun.
    */
   readonly #historyInflight = new Map<string, Set<Promise<unknown>>>();
+  #cluster: Cluster | null = null;
 
   constructor(
     dispatcher: Dispatcher,
@@ -79,44 +87,144 @@ export class Delivery {
     return this.#stores.history !== null;
   }
 
+  /** Cluster mode (SPEC §8): sends are routed to the other nodes too. */
+  setCluster(cluster: Cluster): void {
+    this.#cluster = cluster;
+  }
+
   async send(tenantId: string, target: Target, notification: Notification): Promise<DispatchResult> {
     const live = this.#dispatcher.dispatch(tenantId, target, notification, this.#stores.acks !== null);
     if (live.reachedUsers) this.#trackReached(live.reachedUsers, notification);
-    const [queuing] = await Promise.all([
-      this.#queueOffline(tenantId, live.offlineUsers, notification),
+    const cluster = this.#cluster;
+    const [queuing, routed] = await Promise.all([
+      cluster ? { queued: 0 } : this.#queueOffline(tenantId, live.offlineUsers, notification),
+      cluster ? this.#route(cluster, tenantId, target, notification, live) : null,
       this.#recordHistory(tenantId, target, notification),
     ]);
-    const result = { delivered: live.delivered, failed: live.failed + queuing.failed, queued: queuing.queued };
+    const result: DispatchResult = {
+      delivered: live.delivered,
+      failed: live.failed,
+      queued: routed?.queued ?? queuing.queued,
+    };
     this.#record(tenantId, target.type, notification, result);
-    return result;
+    if (routed === null) return result;
+    const nodes = (live.delivered > 0 ? 1 : 0) + routed.remoteNodes;
+    return { ...result, delivered: result.delivered + routed.remoteConnections, nodes };
+  }
+
+  /**
+   * In cluster mode local delivery has happened before Redis is asked
+   * anything. If Redis cannot route or queue, the send answers 503: it was
+   * not delivered everywhere and may not be queued (SPEC §8).
+   */
+  async #route(cluster: Cluster, tenantId: string, target: Target, notification: Notification, live: LiveResult) {
+    const queue = this.#stores.queue as RedisQueue | null;
+    const offline = new Set(live.offlineUsers);
+    const targeted = target.type === 'user' ? [target.userId] : target.type === 'users' ? target.userIds : [];
+    const localUsers = new Set(targeted.filter((userId) => !offline.has(userId)));
+    const queueing =
+      queue === null || tenantId === ALL_TENANTS
+        ? null
+        : { store: queue, entry: this.#stored(notification, this.#options.queueTtlMs), maxSize: this.#options.maxQueuePerUser };
+    try {
+      const routed = await cluster.route(tenantId, target, notification, localUsers, queueing);
+      if (routed.queued > 0) this.#metrics.queueEnqueued.inc(routed.queued);
+      return routed;
+    } catch (error) {
+      this.#log.warn({ err: error, tenantId }, 'cluster routing failed; delivered on this node only');
+      throw error instanceof BackendUnavailableError ? error : new BackendUnavailableError('redis', error);
+    }
+  }
+
+  /** A notification another node routed here: delivered to this node's connections. */
+  deliverRemote(remote: RemoteDelivery): void {
+    const { tenantId, target, notification } = remote;
+    const live = this.#dispatcher.dispatch(tenantId, target, notification, this.#stores.acks !== null);
+    if (live.reachedUsers) this.#trackReached(live.reachedUsers, notification);
+    this.#countDelivered(tenantId, live.delivered, live.failed);
+  }
+
+  /**
+   * A Redis trigger message (SPEC §8). On one node it is a send like any
+   * other. In a cluster every node receives it: each delivers to its own
+   * connections; users no node holds are queued once (the Redis queue's
+   * enqueueIfOffline), and history and the sent count are written by
+   * whichever node claims the message first.
+   */
+  async deliverTrigger(request: TriggerRequest, channel: string, message: string): Promise<void> {
+    const cluster = this.#cluster;
+    const id = cluster ? triggerNotificationId(channel, message, Date.now()) : undefined;
+    const notification = buildNotification(request.content, `redis:${channel}`, id);
+    if (cluster === null) {
+      await this.send(request.tenantId, request.target, notification);
+      return;
+    }
+    const { tenantId, target } = request;
+    const live = this.#dispatcher.dispatch(tenantId, target, notification, this.#stores.acks !== null);
+    if (live.reachedUsers) this.#trackReached(live.reachedUsers, notification);
+    const queued = await this.#queueTriggerOffline(cluster, tenantId, live.offlineUsers, notification);
+    const first = await cluster.claimOnce(`trigger:${notification.id}`, TRIGGER_ID_WINDOW_MS * 2);
+    if (first) {
+      await this.#recordHistory(tenantId, target, notification);
+      this.#record(tenantId, target.type, notification, { delivered: live.delivered, failed: live.failed, queued });
+    } else {
+      this.#countDelivered(tenantId, live.delivered, live.failed);
+      this.#stats.node.totalQueued += queued;
+    }
+  }
+
+  async #queueTriggerOffline(cluster: Cluster, tenantId: string, userIds: string[], notification: Notification) {
+    const queue = this.#stores.queue as RedisQueue | null;
+    if (queue === null || userIds.length === 0 || notification.content.ttl === 0 || tenantId === ALL_TENANTS) return 0;
+    const entry = this.#stored(notification, this.#options.queueTtlMs);
+    const outcomes = await Promise.all(
+      userIds.map((userId) =>
+        queue.enqueueIfOffline(tenantId, userId, entry, this.#options.maxQueuePerUser, cluster.userBusChannel(tenantId, userId), TRIGGER_ID_WINDOW_MS * 2),
+      ),
+    );
+    const queued = outcomes.filter((outcome) => outcome.queued).length;
+    if (queued > 0) this.#metrics.queueEnqueued.inc(queued);
+    return queued;
+  }
+
+  #countDelivered(tenantId: string, delivered: number, failed: number): void {
+    for (const counters of tenantId === ALL_TENANTS ? [this.#stats.node] : [this.#stats.node, this.#stats.forTenant(tenantId)]) {
+      counters.totalDelivered += delivered;
+      counters.totalFailed += failed;
+    }
+    if (delivered > 0) this.#metrics.messagesDelivered.inc(delivered);
+    if (failed > 0) this.#metrics.messagesFailed.inc(failed);
   }
 
   // ---------------------------------------------------------------------------
   // Offline queue and history
 
+  /**
+   * Queues for users with no connection here. A store that cannot take
+   * the message fails the send with 503 (BackendUnavailableError): a 200
+   * means delivered or durably queued (SPEC §6, §8).
+   */
   async #queueOffline(tenantId: string, userIds: string[], notification: Notification) {
     const queue = this.#stores.queue;
     if (queue === null || userIds.length === 0 || notification.content.ttl === 0 || tenantId === ALL_TENANTS) {
-      return { queued: 0, failed: 0 };
+      return { queued: 0 };
     }
     const entry = this.#stored(notification, this.#options.queueTtlMs);
-    const outcomes = await Promise.all(userIds.map((userId) => this.#enqueueOne(queue, tenantId, userId, entry)));
-    const queued = outcomes.filter(Boolean).length;
-    return { queued, failed: outcomes.length - queued };
+    const outcomes = await Promise.allSettled(userIds.map((userId) => this.#enqueueOne(queue, tenantId, userId, entry)));
+    const failure = outcomes.find((outcome) => outcome.status === 'rejected');
+    if (failure) {
+      this.#log.warn({ err: failure.reason, tenantId }, 'offline queue write failed');
+      throw failure.reason;
+    }
+    return { queued: outcomes.length };
   }
 
-  async #enqueueOne(queue: OfflineQueue, tenantId: string, userId: string, entry: StoredNotification) {
+  async #enqueueOne(queue: OfflineQueue, tenantId: string, userId: string, entry: StoredNotification): Promise<void> {
     const pending = queue.enqueue(tenantId, userId, entry, this.#options.maxQueuePerUser);
     this.#noteInflight(tenantId, userId, pending);
-    try {
-      const { dropped } = await pending;
-      this.#metrics.queueEnqueued.inc();
-      if (dropped > 0) this.#metrics.queueDropped.inc(dropped);
-      return true;
-    } catch (error) {
-      this.#log.warn({ err: error, tenantId }, 'offline queue write failed');
-      return false;
-    }
+    const { dropped } = await pending;
+    this.#metrics.queueEnqueued.inc();
+    if (dropped > 0) this.#metrics.queueDropped.inc(dropped);
   }
 
   async #recordHistory(tenantId: string, target: Target, notification: Notification): Promise<void> {
@@ -178,6 +286,9 @@ export class Delivery {
     const replayed = new Set<string>();
     try {
       await this.#inflight.get(connection.tenantId)?.get(connection.userId);
+      // In a cluster, listen on the user's bus channel before reading the
+      // queue: whatever another node sends from then on is heard live.
+      await this.#cluster?.userListening(connection.tenantId, connection.userId).catch(() => {});
       const written = new Set<string>();
       if (lastEventId !== null && this.#stores.history !== null) {
         await this.#resumeFromHistory(connection, lastEventId, [...connection.channels], written, replayed);

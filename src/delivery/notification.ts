@@ -31,8 +31,8 @@ export interface Notification {
   readonly message: OutboundMessage;
 }
 
-export function buildNotification(content: NotificationContent, source: string): Notification {
-  const id = randomUUID();
+/** `id`: a given id (trigger messages in cluster mode), else a random UUID v4. */
+export function buildNotification(content: NotificationContent, source: string, id: string = randomUUID()): Notification {
   const occurredAt = new Date().toISOString();
   const json = JSON.stringify({
     type: 'notification',

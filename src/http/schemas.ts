@@ -72,6 +72,8 @@ export const SendResponse = Type.Object({
   failed: Type.Integer(),
   queued: Type.Integer(),
   timestamp: Type.String(),
+  /** Cluster mode only: nodes the notification was routed to. */
+  nodes: Type.Optional(Type.Integer()),
 });
 
 export type ContentInput = {

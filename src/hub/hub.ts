@@ -47,6 +47,8 @@ export interface HubListener {
   userOffline?(tenantId: string, userId: string): void;
   channelActive?(tenantId: string, channel: string): void;
   channelInactive?(tenantId: string, channel: string): void;
+  /** Every subscribe and unsubscribe of a registered connection. */
+  subscriptionChanged?(connection: Connection, channel: string, subscribed: boolean): void;
 }
 
 /** The smaller of two caps where 0 means unlimited. */
@@ -149,8 +151,10 @@ export class Hub {
     const space = this.#spaces.get(connection.tenantId);
     if (!space || !space.connections.has(connection)) return 'limit';
     connection.channels.add(channel);
-    if (addToIndex(space.channels, channel, connection)) {
-      for (const listener of this.#listeners) listener.channelActive?.(connection.tenantId, channel);
+    const first = addToIndex(space.channels, channel, connection);
+    for (const listener of this.#listeners) {
+      if (first) listener.channelActive?.(connection.tenantId, channel);
+      listener.subscriptionChanged?.(connection, channel, true);
     }
     return 'subscribed';
   }
@@ -158,8 +162,10 @@ export class Hub {
   unsubscribe(connection: Connection, channel: string): boolean {
     if (!connection.channels.delete(channel)) return false;
     const space = this.#spaces.get(connection.tenantId);
-    if (space && removeFromIndex(space.channels, channel, connection)) {
-      for (const listener of this.#listeners) listener.channelInactive?.(connection.tenantId, channel);
+    const last = space !== undefined && removeFromIndex(space.channels, channel, connection);
+    for (const listener of this.#listeners) {
+      if (last) listener.channelInactive?.(connection.tenantId, channel);
+      listener.subscriptionChanged?.(connection, channel, false);
     }
     return true;
   }

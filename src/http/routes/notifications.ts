@@ -103,6 +103,7 @@ function sendResponse({ notificationId, result }: SendOutcome) {
     failed: result.failed,
     queued: result.queued,
     timestamp: new Date().toISOString(),
+    ...(result.nodes === undefined ? {} : { nodes: result.nodes }),
   };
 }
 
