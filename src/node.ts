@@ -114,7 +114,7 @@ export class AraNode {
     const origins = new OriginPolicy(config.corsOrigins);
     const keys = new ApiKeyAuthority(config.api.key, config.api.tenantKeys);
     const clientAddress = clientAddressResolver(config.server.trustProxy);
-    this.#limits = createRateLimits(config, this.metrics);
+    this.#limits = createRateLimits(config, this.metrics, this.redis, this.log);
     const authenticator = new HandshakeAuthenticator(verifier, origins, this.log);
     authenticator.setConnectGate(this.#limits?.connectGate ?? null);
     this.#realtime = this.#createRealtime(verifier);

@@ -39,7 +39,7 @@ export function registerApiScope(app: FastifyInstance, options: ScopeOptions): v
     const caller = presented === undefined ? null : options.keys.identify(presented);
     // Unauthenticated requests spend their client address's tokens, so
     // inventing keys never buys a fresh bucket (SPEC §6, case C19).
-    options.limiter?.admit(caller === null ? `ip:${request.ip}` : callerKey(caller), reply);
+    await options.limiter?.admit(caller === null ? `ip:${request.ip}` : callerKey(caller), reply);
     if (presented === undefined) throw new ApiError('UNAUTHORIZED', 'Missing API key');
     if (caller === null) throw new ApiError('UNAUTHORIZED', 'Invalid API key');
     request.scope = resolveScope(request, caller, options);

@@ -6,17 +6,17 @@
 import type { FastifyReply } from 'fastify';
 import { ApiError } from '../errors.js';
 import type { Metrics } from '../ops/metrics.js';
-import type { TokenBuckets } from './token-buckets.js';
+import type { BucketStore } from './redis-token-buckets.js';
 
 export class HttpRateLimiter {
   constructor(
-    readonly buckets: TokenBuckets,
+    readonly buckets: BucketStore,
     readonly metrics: Metrics,
   ) {}
 
   /** Takes a token for `key`; throws the 429 when there is none. */
-  admit(key: string, reply: FastifyReply): void {
-    const decision = this.buckets.take(key);
+  async admit(key: string, reply: FastifyReply): Promise<void> {
+    const decision = await this.buckets.take(key);
     void reply.headers({
       'X-RateLimit-Limit': String(decision.limit),
       'X-RateLimit-Remaining': String(decision.remaining),

@@ -4,10 +4,13 @@
  * minute. (Inbound WS messages are limited per connection by the realtime
  * service.) One sweep timer evicts idle buckets.
  */
+import type { Logger } from 'pino';
 import type { Config } from '../config/types.js';
 import type { Metrics } from '../ops/metrics.js';
+import type { RedisService } from '../redis/redis-service.js';
 import type { ConnectGate } from '../transport/handshake.js';
 import { HttpRateLimiter } from './http-rate-limiter.js';
+import { RedisTokenBuckets, type BucketStore } from './redis-token-buckets.js';
 import { TokenBuckets } from './token-buckets.js';
 
 const SWEEP_INTERVAL_MS = 60_000;
@@ -15,17 +18,22 @@ const SWEEP_INTERVAL_MS = 60_000;
 export class RateLimits {
   readonly http: HttpRateLimiter;
   readonly connectGate: ConnectGate;
-  readonly #connects: TokenBuckets;
+  readonly #connects: BucketStore;
   #sweepTimer: NodeJS.Timeout | null = null;
 
-  constructor(config: Config, metrics: Metrics) {
+  /** `shared`: RATELIMIT_BACKEND=redis, buckets in Redis shared by every node. */
+  constructor(config: Config, metrics: Metrics, shared: { redis: RedisService; log: Logger } | null) {
     const { httpBurstSize, httpRequestsPerSecond, wsConnectionsPerMinute } = config.rateLimit;
-    this.http = new HttpRateLimiter(new TokenBuckets(httpBurstSize, httpRequestsPerSecond), metrics);
-    const connects = new TokenBuckets(wsConnectionsPerMinute, wsConnectionsPerMinute / 60);
+    const buckets = (name: string, capacity: number, perSecond: number): BucketStore =>
+      shared
+        ? new RedisTokenBuckets(shared.redis, name, capacity, perSecond, shared.log)
+        : new TokenBuckets(capacity, perSecond);
+    this.http = new HttpRateLimiter(buckets('http', httpBurstSize, httpRequestsPerSecond), metrics);
+    const connects = buckets('connect', wsConnectionsPerMinute, wsConnectionsPerMinute / 60);
     this.#connects = connects;
     this.connectGate = {
-      check(clientAddress: string): number | null {
-        const decision = connects.take(clientAddress);
+      async check(clientAddress: string): Promise<number | null> {
+        const decision = await connects.take(clientAddress);
         metrics[decision.allowed ? 'rateLimitAllowed' : 'rateLimitDenied'].inc({ type: 'ws_connect' });
         return decision.allowed ? null : decision.retryAfterSeconds;
       },
@@ -46,7 +54,13 @@ export class RateLimits {
   }
 }
 
-export function createRateLimits(config: Config, metrics: Metrics): RateLimits | null {
-  // FIXME(issue 5): RATELIMIT_BACKEND=redis (buckets shared by nodes) is not built; local buckets are used.
-  return config.rateLimit.enabled ? new RateLimits(config, metrics) : null;
+export function createRateLimits(
+  config: Config,
+  metrics: Metrics,
+  redis: RedisService | null,
+  log: Logger,
+): RateLimits | null {
+  if (!config.rateLimit.enabled) return null;
+  const shared = config.rateLimit.backend === 'redis' && redis ? { redis, log } : null;
+  return new RateLimits(config, metrics, shared);
 }

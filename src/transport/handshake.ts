@@ -16,7 +16,7 @@ export type HandshakeOutcome =
 /** Decides whether a client address may open another connection now. */
 export interface ConnectGate {
   /** null = allowed; otherwise seconds until a retry can succeed. */
-  check(clientAddress: string): number | null;
+  check(clientAddress: string): Promise<number | null>;
 }
 
 export class HandshakeAuthenticator {
@@ -41,7 +41,7 @@ export class HandshakeAuthenticator {
       this.#log.info({ origin, clientAddress }, 'realtime connection refused: origin not allowed');
       return { ok: false, code: 'ORIGIN_NOT_ALLOWED', message: 'Origin not allowed' };
     }
-    const retryAfter = this.#connectGate?.check(clientAddress) ?? null;
+    const retryAfter = (await this.#connectGate?.check(clientAddress)) ?? null;
     if (retryAfter !== null) {
       return {
         ok: false,
