@@ -26,6 +26,7 @@ export class OutboundMessage {
   readonly id: string | undefined;
   readonly lane: number;
   #wsPayload: Buffer | undefined;
+  #wsFrame: Buffer | undefined;
   #byteLength = -1;
   #sseFrame: Buffer | undefined;
 
@@ -49,6 +50,33 @@ export class OutboundMessage {
 
   get wsPayload(): Buffer {
     return (this.#wsPayload ??= Buffer.from(this.json, 'utf8'));
+  }
+
+  /**
+   * The whole WebSocket text frame (RFC 6455 §5.2: FIN, opcode 1, server
+   * frames unmasked), built once and written as is to every socket: the
+   * per-recipient cost of a notification is one socket write.
+   */
+  get wsFrame(): Buffer {
+    if (this.#wsFrame === undefined) {
+      const payload = this.wsPayload;
+      const length = payload.length;
+      const headerLength = length < 126 ? 2 : length < 65536 ? 4 : 10;
+      const frame = Buffer.allocUnsafe(headerLength + length);
+      frame[0] = 0x81;
+      if (headerLength === 2) {
+        frame[1] = length;
+      } else if (headerLength === 4) {
+        frame[1] = 126;
+        frame.writeUInt16BE(length, 2);
+      } else {
+        frame[1] = 127;
+        frame.writeBigUInt64BE(BigInt(length), 2);
+      }
+      payload.copy(frame, headerLength);
+      this.#wsFrame = frame;
+    }
+    return this.#wsFrame;
   }
 
   /**

@@ -32,6 +32,7 @@ interface TaggedSocket {
 /** RFC 6455: the key is 16 random bytes, base64-encoded. */
 const WEBSOCKET_KEY = /^[+/0-9A-Za-z]{22}==$/;
 const TEXT_FRAME = { binary: false } as const;
+const OPEN = 1;
 
 const CLOSE_FOR_REASON: Partial<Record<CloseReason, { code: number; reason: string }>> = {
   shutdown: { code: CLOSE_CODES.GOING_AWAY.code, reason: 'server shutting down' },
@@ -45,13 +46,23 @@ const CLOSE_FOR_REASON: Partial<Record<CloseReason, { code: number; reason: stri
 class WsTransport implements Transport {
   readonly kind = 'ws' as const;
 
+  /**
+   * `directFrames`: without permessage-deflate, `ws` writes every frame to
+   * the socket synchronously, so writing our prepared frame straight to the
+   * socket keeps the order of everything sent and skips per-recipient
+   * framing. With compression, `ws` may hold frames while it deflates, so
+   * everything goes through it.
+   */
   constructor(
     readonly ws: WebSocket,
     readonly socket: Duplex,
+    readonly directFrames: boolean,
   ) {}
 
   write(message: OutboundMessage): void {
-    this.ws.send(message.wsPayload, TEXT_FRAME);
+    if (this.ws.readyState !== OPEN) return;
+    if (this.directFrames) this.socket.write(message.wsFrame);
+    else this.ws.send(message.wsPayload, TEXT_FRAME);
   }
 
   bufferedBytes(): number {
@@ -185,7 +196,7 @@ export class WsGateway {
   }
 
   #accept(ws: WebSocket, socket: Duplex, identity: Identity, options: ConnectOptions): void {
-    const opened = this.#realtime.open(identity, new WsTransport(ws, socket));
+    const opened = this.#realtime.open(identity, new WsTransport(ws, socket, !this.#options.compression));
     if (!opened.ok) {
       ws.on('error', onSocketError);
       ws.send(JSON.stringify({ type: 'error', code: 'CONNECTION_LIMIT', message: opened.message }));
