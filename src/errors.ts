@@ -23,6 +23,7 @@ export const HTTP_ERRORS = {
   METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed' },
   TEMPLATE_EXISTS: { status: 409, message: 'Template already exists' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'Request body is too large' },
+  URI_TOO_LONG: { status: 414, message: 'Request URL is too long' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Content-Type must be application/json' },
   UPGRADE_REQUIRED: { status: 426, message: 'WebSocket upgrade required' },
   RATE_LIMITED: { status: 429, message: 'Too many requests' },

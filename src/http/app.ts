@@ -72,10 +72,13 @@ function answerClientError(error: Error & { code?: string }, socket: Duplex): vo
  * path parameter) still get the JSON envelope (SPEC §6), not Fastify's own body.
  */
 function answerFrameworkError(error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
-  const badUrl = error.code === 'FST_ERR_BAD_URL';
-  void reply
-    .code(badUrl ? 400 : (error.statusCode ?? 400))
-    .send(errorBody(badUrl ? 'BAD_REQUEST' : 'VALIDATION_ERROR', badUrl ? 'Malformed URL' : 'Request is invalid'));
+  if (error.code === 'FST_ERR_BAD_URL') {
+    void reply.code(400).send(errorBody('BAD_REQUEST', 'Malformed URL'));
+  } else if (error.statusCode === 414) {
+    void reply.code(414).send(errorBody('URI_TOO_LONG', HTTP_ERRORS.URI_TOO_LONG.message));
+  } else {
+    void reply.code(error.statusCode ?? 400).send(errorBody('VALIDATION_ERROR', 'Request is invalid'));
+  }
 }
 
 /** `application/*+json` is JSON too (SPEC §6 refuses only non-JSON types). */

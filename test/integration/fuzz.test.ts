@@ -1050,7 +1050,7 @@ describe('fuzz findings, pinned (SPEC §4, §6)', () => {
     }
     const long = await node.api('GET', `/api/v1/channels/${'a'.repeat(3000)}`);
     assert.equal(long.status, 414);
-    assert.deepEqual(long.json, { error: { code: 'VALIDATION_ERROR', message: 'Request is invalid' } });
+    assert.deepEqual(long.json, { error: { code: 'URI_TOO_LONG', message: 'Request URL is too long' } });
   });
 
   test('a Subscribe naming a 10,000-deep array is one SUBSCRIPTION_ERROR, the connection stays open, and nothing is logged as an internal error', async () => {
