@@ -240,8 +240,14 @@ export class AraNode {
 
   #startCleanupTasks(): void {
     const every = (ms: number, task: () => Promise<void>, what: string) => {
+      // A run that outlasts the interval is not overlapped by the next one.
+      let running = false;
       const timer = setInterval(() => {
-        task().catch((error: unknown) => this.log.warn({ err: error }, `${what} failed`));
+        if (running) return;
+        running = true;
+        task()
+          .catch((error: unknown) => this.log.warn({ err: error }, `${what} failed`))
+          .finally(() => (running = false));
       }, ms);
       timer.unref();
       this.#timers.push(timer);

@@ -20,6 +20,7 @@ import type { NotificationCounters, NotificationStats } from '../tenancy/tenant-
 import type { AckTracker, HistoryScope, HistoryStore, OfflineQueue, SequencedNotification, StoredNotification } from '../storage/types.js';
 import { ALL_TENANTS, type Dispatcher, type LiveResult, type Target, type TargetType } from './dispatcher.js';
 import { buildNotification, type Notification } from './notification.js';
+import { SendOrder } from './send-order.js';
 
 export interface DispatchResult {
   /** Connections that accepted the message. */
@@ -242,12 +243,23 @@ export class Delivery {
     }
   }
 
-  /** Expiry is the sooner of the event's own ttl and the store's TTL (SPEC §7). */
+  /** Send order of this node's stored notifications (StoredNotification.order). */
+  readonly #sendOrder = new SendOrder();
+  /** The order each notification got when first stored: the same in every store and queue entry. */
+  readonly #orders = new WeakMap<Notification, number>();
+
+  /**
+   * Expiry is the sooner of the event's own ttl and the store's TTL (SPEC §7).
+   * The order is taken on the first call for a notification, which send()
+   * makes synchronously right after the live dispatch, so it follows dispatch order.
+   */
   #stored(notification: Notification, storeTtlMs: number): StoredNotification {
     const ttl = notification.content.ttl;
     const ttlMs = ttl === undefined ? storeTtlMs : Math.min(ttl * 1000, storeTtlMs);
     const { json, lane } = notification.message;
-    return { id: notification.id, json, lane, expiresAtMs: Date.parse(notification.occurredAt) + ttlMs };
+    let order = this.#orders.get(notification);
+    if (order === undefined) this.#orders.set(notification, (order = this.#sendOrder.next()));
+    return { id: notification.id, json, lane, expiresAtMs: Date.parse(notification.occurredAt) + ttlMs, order };
   }
 
   #noteInflight(tenantId: string, userId: string, pending: Promise<unknown>): void {
@@ -336,6 +348,10 @@ export class Delivery {
     const queue = this.#stores.queue!;
     const { tenantId, userId } = connection;
     for (;;) {
+      // Every page: an enqueue of this node that began earlier must land
+      // before the peek, or `remove` could pass over it (PostgreSQL orders
+      // by send order, not by commit).
+      await this.#inflight.get(tenantId)?.get(userId);
       const entries = await queue.peek(tenantId, userId, Date.now(), REPLAY_PAGE);
       if (entries.length === 0) return;
       // Entries stay queued unless every one was handed to the socket.
@@ -394,7 +410,10 @@ export class Delivery {
     const now = Date.now();
     const json = this.#options.ackRedeliver ? entry.json : null;
     acks.track(tenantId, userId, { id: entry.id, json, lane: entry.lane }, now, now + this.#options.ackTimeoutMs).then(
-      () => this.#metrics.ackTracked.inc(),
+      (created) => {
+        // Only new records count: another device or a replay of the same notification tracks nothing new.
+        if (created) this.#metrics.ackTracked.inc();
+      },
       (error: unknown) => this.#log.warn({ err: error, tenantId }, 'ack tracking failed'),
     );
   }
@@ -417,7 +436,14 @@ export class Delivery {
     if (!this.#options.ackRedeliver || queue === null) return;
     for (const ack of expired) {
       if (ack.json === null) continue;
-      const entry = { id: ack.notificationId, json: ack.json, lane: ack.lane, expiresAtMs: Date.now() + this.#options.queueTtlMs };
+      // A new queue entry: it takes its place in send order now.
+      const entry = {
+        id: ack.notificationId,
+        json: ack.json,
+        lane: ack.lane,
+        expiresAtMs: Date.now() + this.#options.queueTtlMs,
+        order: this.#sendOrder.next(),
+      };
       await this.#enqueueOne(queue, ack.tenantId, ack.userId, entry);
     }
   }

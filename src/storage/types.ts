@@ -18,10 +18,23 @@ export interface StoredNotification {
   lane: number;
   /** Epoch ms after which it must never be delivered. */
   expiresAtMs: number;
+  /**
+   * Send order assigned by the sending node: strictly increasing on a node,
+   * also across restarts (milliseconds since the epoch × 1000 plus a
+   * counter, never going backwards on one node). The same notification has
+   * the same order in every store it is written to. Stores whose writes
+   * may complete in another order than they were issued (PostgreSQL: each
+   * call runs on whichever pool connection is free) order by it.
+   */
+  order: number;
 }
 
-/** A stored notification with its position: `seq` grows with send order. */
-export interface SequencedNotification extends StoredNotification {
+/**
+ * A stored notification as read back, with its position: `seq` grows with
+ * send order. `order` itself is not returned (a store that executes in
+ * issue order may not keep it); `seq` is what callers order and remove by.
+ */
+export interface SequencedNotification extends Omit<StoredNotification, 'order'> {
   seq: number;
 }
 
@@ -38,6 +51,10 @@ export interface SequencedNotification extends StoredNotification {
  *   written to a connection: a crash in between delivers it again
  *   (at-least-once), never loses it.
  * - `remove` is atomic: concurrent enqueues after the peek stay queued.
+ * - `seq` follows the entries' `order` for entries of one node, whatever
+ *   order the enqueues completed in. A backend that executes one node's
+ *   writes in the order they were issued (memory, Redis) may use its own
+ *   counter; one that may not (PostgreSQL) returns `order` as `seq`.
  */
 export interface OfflineQueue {
   readonly backend: StoreBackend;
@@ -64,6 +81,10 @@ export type HistoryScope = { kind: 'user'; id: string } | { kind: 'channel'; id:
  *   after `sinceId`, each notification once. `found` is false when
  *   `sinceId` is in none of the scopes (aged out or unknown): then every
  *   unexpired entry is returned, so the client sees all that is left.
+ * - "Send order" is `order` for entries of one node, whatever order the
+ *   appends completed in (a resume must follow live dispatch order). A
+ *   backend that executes one node's writes in the order they were issued
+ *   (memory, Redis) may use its own counter instead.
  */
 export interface HistoryStore {
   append(
@@ -105,8 +126,9 @@ export interface ExpiredAck {
  * (tenant, user, notification), whichever of the user's connections got it.
  *
  * Contract:
- * - `track` records a delivery; tracking the same triple again does
- *   nothing (several devices, replays).
+ * - `track` records a delivery and returns true; tracking the same triple
+ *   again does nothing and returns false (several devices, replays), so
+ *   callers can count records rather than calls.
  * - `acknowledge` succeeds once, only for that tenant and user, and only
  *   before the deadline; anything else is 'invalid'. Returns the latency.
  * - `expire` removes records past their deadline, counts them expired and
@@ -120,7 +142,7 @@ export interface AckTracker {
     notification: { id: string; json: string | null; lane: number },
     sentAtMs: number,
     deadlineMs: number,
-  ): Promise<void>;
+  ): Promise<boolean>;
   acknowledge(tenantId: string, userId: string, notificationId: string, nowMs: number): Promise<{ latencyMs: number } | null>;
   expire(nowMs: number): Promise<ExpiredAck[]>;
   stats(tenantId: string | null): Promise<AckStats>;

@@ -136,29 +136,51 @@ export function runAckContract(backendName: string, factory: AckFactory, options
     });
 
     describe('track', () => {
-      test('tracking the same triple again does nothing', () =>
+      test('tracking the same triple again does nothing and returns false; the first track returns true', () =>
         withAcks(async (acks) => {
           const sent = Date.now();
           const n = note('a');
-          await acks.track('t1', 'alice', n, sent, sent + TIMEOUT);
-          await acks.track('t1', 'alice', n, sent + 100, sent + 100 + TIMEOUT);
+          assert.equal(await acks.track('t1', 'alice', n, sent, sent + TIMEOUT), true);
+          assert.equal(await acks.track('t1', 'alice', n, sent + 100, sent + 100 + TIMEOUT), false);
           assert.deepEqual(await acks.stats('t1'), stats({ totalTracked: 1, pendingCount: 1 }));
           // The first record stands: latency from the first send.
           assert.deepEqual(await acks.acknowledge('t1', 'alice', n.id, sent + 150), { latencyMs: 150 });
           assert.equal(await acks.acknowledge('t1', 'alice', n.id, sent + 160), null);
         }));
 
-      test('keeps one record per recipient of the same notification', () =>
+      test('keeps one record per recipient of the same notification, each track returning true', () =>
         withAcks(async (acks) => {
           const sent = Date.now();
           const n = note('a');
-          await acks.track('t1', 'alice', n, sent, sent + TIMEOUT);
-          await acks.track('t1', 'bob', n, sent, sent + TIMEOUT);
-          await acks.track('t2', 'alice', n, sent, sent + TIMEOUT);
+          assert.equal(await acks.track('t1', 'alice', n, sent, sent + TIMEOUT), true);
+          assert.equal(await acks.track('t1', 'bob', n, sent, sent + TIMEOUT), true);
+          assert.equal(await acks.track('t2', 'alice', n, sent, sent + TIMEOUT), true);
           assert.deepEqual(await acks.acknowledge('t1', 'alice', n.id, sent + 1), { latencyMs: 1 });
           assert.deepEqual(await acks.acknowledge('t1', 'bob', n.id, sent + 2), { latencyMs: 2 });
           assert.deepEqual(await acks.acknowledge('t2', 'alice', n.id, sent + 3), { latencyMs: 3 });
           assert.deepEqual(await acks.stats(null), stats({ totalTracked: 3, totalAcked: 3, totalLatencyMs: 6 }));
+        }));
+
+      test('concurrent tracks of one triple: exactly one returns true', () =>
+        withAcks(async (acks) => {
+          const sent = Date.now();
+          const n = note('a');
+          const created = await Promise.all(
+            Array.from({ length: 6 }, () => acks.track('t1', 'alice', n, sent, sent + TIMEOUT)),
+          );
+          assert.deepEqual([...created].sort(), [false, false, false, false, false, true]);
+          assert.deepEqual(await acks.stats('t1'), stats({ totalTracked: 1, pendingCount: 1 }));
+        }));
+
+      test('tracking a triple again after its record expired creates a new record and returns true', () =>
+        withAcks(async (acks) => {
+          const sent = Date.now();
+          const n = note('a');
+          assert.equal(await acks.track('t1', 'alice', n, sent, sent + 100), true);
+          assert.equal((await acks.expire(sent + 200)).length, 1);
+          assert.equal(await acks.track('t1', 'alice', n, sent + 300, sent + 300 + TIMEOUT), true);
+          assert.equal(await acks.track('t1', 'alice', n, sent + 400, sent + 400 + TIMEOUT), false);
+          assert.deepEqual(await acks.stats('t1'), stats({ totalTracked: 2, totalExpired: 1, pendingCount: 1 }));
         }));
     });
 

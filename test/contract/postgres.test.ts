@@ -272,6 +272,110 @@ describe('PostgreSQL stores', () => {
   });
 });
 
+describe('PostgreSQL send order (migration 2, StoredNotification.order)', () => {
+  const HOUR = 3_600_000;
+  const label = (entry: { json: string }) => (JSON.parse(entry.json) as { payload: { label: string } }).payload.label;
+
+  test('an entry whose write completes after a later-ordered one is still returned first, and remove goes by order', async () => {
+    await db.query(`TRUNCATE ${TABLES.join(', ')}`);
+    const queue = new PostgresQueue(db);
+    const first = storedNote('first', Date.now() + HOUR, 2, 1_000);
+    const second = storedNote('second', Date.now() + HOUR, 2, 2_000);
+    // The later-ordered write completes first.
+    await queue.enqueue('t1', 'alice', second, 10);
+    await queue.enqueue('t1', 'alice', first, 10);
+    const peeked = await queue.peek('t1', 'alice', Date.now(), 10);
+    assert.deepEqual(peeked.map(label), ['first', 'second']);
+    // The seq the store returns is the send order.
+    assert.deepEqual(peeked.map((entry) => entry.seq), [1_000, 2_000]);
+    assert.equal(await queue.remove('t1', 'alice', 1_000), 1);
+    assert.deepEqual((await queue.peek('t1', 'alice', Date.now(), 10)).map(label), ['second']);
+
+    const history = new PostgresHistory(db);
+    const sizes = { user: 10, channel: 10 };
+    await history.append('t1', [{ kind: 'user', id: 'alice' }], second, sizes);
+    await history.append('t1', [{ kind: 'user', id: 'alice' }, { kind: 'channel', id: 'news' }], first, sizes);
+    const scopes = [{ kind: 'user', id: 'alice' }, { kind: 'channel', id: 'news' }] as const;
+    const all = await history.since('t1', scopes, 'unknown', Date.now());
+    assert.deepEqual({ found: all.found, labels: all.entries.map(label), seqs: all.entries.map((e) => e.seq) }, {
+      found: false,
+      labels: ['first', 'second'],
+      seqs: [1_000, 2_000],
+    });
+    assert.deepEqual((await history.since('t1', scopes, first.id, Date.now())).entries.map(label), ['second']);
+    assert.deepEqual(await history.since('t1', scopes, second.id, Date.now()), { found: true, entries: [] });
+  });
+
+  test('rows written under migration 1 survive the upgrade in their order, before every newer row', async () => {
+    const target = await freshSchema();
+    const old = new PostgresConnection({ url: target.url, poolSize: 2, migrations: MIGRATIONS.slice(0, 1) });
+    await old.start();
+    const expires = new Date(Date.now() + HOUR);
+    const body = (text: string) => JSON.stringify({ type: 'notification', payload: { label: text } });
+    for (const text of ['old-1', 'old-2']) {
+      await old.query('SELECT ara_queue_push($1, $2, $3, $4, $5, $6, $7)', ['t1', 'alice', randomUUID(), body(text), 2, expires, 10]);
+    }
+    const oldIds = [randomUUID(), randomUUID()];
+    for (const [i, text] of ['old-1', 'old-2'].entries()) {
+      await old.query('SELECT ara_history_push($1, $2, $3, $4, $5, $6, $7, $8)', [
+        't1', ['u'], ['alice'], [10], oldIds[i], body(text), 2, expires,
+      ]);
+    }
+    const oldSeqs = (await old.query<{ seq: string }>('SELECT seq FROM ara_queue ORDER BY seq')).rows.map((row) => Number(row.seq));
+    await old.close();
+
+    const upgraded = new PostgresConnection({ url: target.url, poolSize: 2 });
+    try {
+      await upgraded.start();
+      assert.deepEqual((await appliedVersions(upgraded)).map((row) => row.version), [1, 2]);
+      const queue = new PostgresQueue(upgraded);
+      await queue.enqueue('t1', 'alice', storedNote('new', Date.now() + HOUR, 2, Date.now() * 1000), 10);
+      const peeked = await queue.peek('t1', 'alice', Date.now(), 10);
+      assert.deepEqual(peeked.map(label), ['old-1', 'old-2', 'new']);
+      assert.deepEqual(peeked.slice(0, 2).map((entry) => entry.seq), oldSeqs);
+      // remove(uptoSeq) with an old row's seq still means that row.
+      assert.equal(await queue.remove('t1', 'alice', oldSeqs[0]!), 1);
+      assert.deepEqual((await queue.peek('t1', 'alice', Date.now(), 10)).map(label), ['old-2', 'new']);
+
+      const history = new PostgresHistory(upgraded);
+      await history.append('t1', [{ kind: 'user', id: 'alice' }], storedNote('new', Date.now() + HOUR, 2, Date.now() * 1000), {
+        user: 10,
+        channel: 10,
+      });
+      const resumed = await history.since('t1', [{ kind: 'user', id: 'alice' }], oldIds[0]!, Date.now());
+      assert.equal(resumed.found, true);
+      assert.deepEqual(resumed.entries.map(label), ['old-2', 'new']);
+
+      // Only the new function signatures remain.
+      const { rows } = await upgraded.query<{ name: string; args: number }>(
+        `SELECT proname AS name, pronargs AS args FROM pg_proc
+          WHERE pronamespace = current_schema()::regnamespace AND proname LIKE 'ara_%' ORDER BY proname`,
+      );
+      assert.deepEqual(rows, [
+        { name: 'ara_history_push', args: 9 },
+        { name: 'ara_queue_push', args: 8 },
+      ]);
+    } finally {
+      await upgraded.close();
+    }
+  });
+
+  test('migration 2 run again on a migrated schema changes nothing', async () => {
+    const target = await freshSchema();
+    const connection = new PostgresConnection({ url: target.url, poolSize: 1 });
+    try {
+      await connection.start();
+      const queue = new PostgresQueue(connection);
+      await queue.enqueue('t1', 'alice', storedNote('kept', Date.now() + HOUR, 2, 7), 10);
+      await connection.query(MIGRATIONS.find((migration) => migration.version === 2)!.sql);
+      const [entry] = await queue.peek('t1', 'alice', Date.now(), 10);
+      assert.deepEqual([entry && label(entry), entry?.seq], ['kept', 7]);
+    } finally {
+      await connection.close();
+    }
+  });
+});
+
 describe('sqlKey', () => {
   test('leaves ordinary ids unchanged and maps look-alikes to distinct stored values', () => {
     assert.equal(sqlKey('alice'), 'alice');

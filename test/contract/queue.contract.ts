@@ -13,10 +13,25 @@ export type QueueFactory = () => Promise<{ store: OfflineQueue; cleanup(): Promi
 
 const HOUR = 3_600_000;
 
-/** A stored notification whose JSON names it, so a mix-up shows in the diff. */
-export function storedNote(label: string, expiresAtMs = Date.now() + HOUR, lane = 2): StoredNotification {
+let lastOrder = 0;
+
+/** The next send order: increasing in call order, like a node's SendOrder. */
+export function nextOrder(): number {
+  return ++lastOrder;
+}
+
+/**
+ * A stored notification whose JSON names it, so a mix-up shows in the diff.
+ * Its `order` is above every earlier note's unless one is given.
+ */
+export function storedNote(label: string, expiresAtMs = Date.now() + HOUR, lane = 2, order = nextOrder()): StoredNotification {
   const id = randomUUID();
-  return { id, json: JSON.stringify({ type: 'notification', id, payload: { label } }), lane, expiresAtMs };
+  return { id, json: JSON.stringify({ type: 'notification', id, payload: { label } }), lane, expiresAtMs, order };
+}
+
+/** What a store gives back of a stored notification (`order` is not returned, see SequencedNotification). */
+export function content(entry: StoredNotification | SequencedNotification) {
+  return { id: entry.id, json: entry.json, lane: entry.lane, expiresAtMs: entry.expiresAtMs };
 }
 
 function labels(entries: SequencedNotification[]): string[] {
@@ -45,7 +60,7 @@ export function runQueueContract(backendName: string, factory: QueueFactory, opt
       test('peek returns every entry in send order with its fields unchanged', () =>
         withQueue(async (queue) => {
           const now = Date.now();
-          const sent = [
+          const sent: StoredNotification[] = [
             { ...storedNote('one'), lane: 0, expiresAtMs: now + 60_000 },
             { ...storedNote('two'), lane: 3, expiresAtMs: now + 1_234 },
             // JSON escapes, astral characters and quotes travel as they are.
@@ -54,15 +69,13 @@ export function runQueueContract(backendName: string, factory: QueueFactory, opt
               json: '{"type":"notification","payload":{"label":"three","t":"\\u0000 😀 \\"q\\""}}',
               lane: 1,
               expiresAtMs: now + 999_999,
+              order: nextOrder(),
             },
           ];
           for (const entry of sent) assert.deepEqual(await queue.enqueue('t1', 'alice', entry, 100), { dropped: 0 });
 
           const peeked = await queue.peek('t1', 'alice', now, 100);
-          assert.deepEqual(
-            peeked.map(({ seq: _seq, ...rest }) => rest),
-            sent,
-          );
+          assert.deepEqual(peeked.map(content), sent.map(content));
           assertIncreasingSeq(peeked);
           for (const entry of peeked) assert.ok(Number.isSafeInteger(entry.seq), `seq ${entry.seq} is an integer`);
         }));
@@ -89,6 +102,34 @@ export function runQueueContract(backendName: string, factory: QueueFactory, opt
       test('peek of a user with no queue is empty', () =>
         withQueue(async (queue) => {
           assert.deepEqual(await queue.peek('t1', 'nobody', Date.now(), 10), []);
+        }));
+    });
+
+    describe('send order (StoredNotification.order)', () => {
+      // The dispatcher numbers notifications as it sends them and issues the
+      // writes in that order; a store whose writes run on several pool
+      // connections completes them in whatever order the connections finish.
+      test('entries come back in `order`, whatever order the writes completed in', () =>
+        withQueue(async (queue) => {
+          const notes = Array.from({ length: 40 }, (_, i) => storedNote(`o${i + 1}`, Date.now() + HOUR, 2, i + 1));
+          const results = await Promise.all(notes.map((note) => queue.enqueue('t1', 'alice', note, 100)));
+          assert.deepEqual(results, notes.map(() => ({ dropped: 0 })));
+          const peeked = await queue.peek('t1', 'alice', Date.now(), 100);
+          assert.deepEqual(labels(peeked), notes.map((_, i) => `o${i + 1}`));
+          assertIncreasingSeq(peeked);
+
+          // remove(uptoSeq) takes exactly the first 20 in that order.
+          const firstPage = await queue.peek('t1', 'alice', Date.now(), 20);
+          assert.equal(await queue.remove('t1', 'alice', firstPage[19]!.seq), 20);
+          assert.deepEqual(labels(await queue.peek('t1', 'alice', Date.now(), 100)), notes.slice(20).map((_, i) => `o${i + 21}`));
+        }));
+
+      test('the cap drops the entries first in `order` when concurrent writes overflow it', () =>
+        withQueue(async (queue) => {
+          const notes = Array.from({ length: 40 }, (_, i) => storedNote(`o${i + 1}`, Date.now() + HOUR, 2, i + 1));
+          const results = await Promise.all(notes.map((note) => queue.enqueue('t1', 'alice', note, 10)));
+          assert.equal(results.reduce((sum, result) => sum + result.dropped, 0), 30);
+          assert.deepEqual(labels(await queue.peek('t1', 'alice', Date.now(), 100)), notes.slice(30).map((_, i) => `o${i + 31}`));
         }));
     });
 

@@ -4,6 +4,8 @@
  *
  * - One user, two devices: either may ack, the ack counts once, and the
  *   other device acking the same id afterwards gets INVALID_ACK.
+ * - Two devices both replayed the same 10 notifications: 10 records, and
+ *   ara_ack_tracked_total counts records (10), not tracking calls (20).
  * - 1,000 notifications with a planned mix — 600 acked promptly (from
  *   either device), 150 acked after ACK_TIMEOUT_SECONDS (INVALID_ACK, and
  *   counted expired), 250 never acked — give exactly the expected figures
@@ -99,6 +101,50 @@ for (const backend of STORE_BACKENDS) {
       assert.equal(await metric(node, 'ara_ack_received_total'), 2);
       await phone.close();
       await laptop.close();
+    });
+
+    test('two devices that both get the same 10 notifications replayed from history count ara_ack_tracked_total 10, not 20', async () => {
+      const node = await scope.start({ ACK_ENABLED: 'true', QUEUE_ENABLED: 'true' });
+      // Count the tracking calls, to show each notification really is tracked once per device.
+      const acks = node.node.stores.acks!;
+      const originalTrack = acks.track.bind(acks);
+      let trackCalls = 0;
+      acks.track = (...args) => {
+        trackCalls++;
+        return originalTrack(...args);
+      };
+      const ids: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        const res = await node.api('POST', '/api/v1/notifications/send', {
+          target_user_id: 'alice',
+          event_type: 'acks.twice',
+          payload: { i },
+        });
+        assert.equal(res.json.queued, 1);
+        ids.push(res.json.notification_id);
+      }
+      // Each device resumes from an id history does not hold: resume_gap, then all 10 (SPEC §7 resume).
+      const token = await node.token('alice');
+      const devices: TestWs[] = [];
+      for (const name of ['phone', 'laptop']) {
+        const device = await TestWs.connect(node.wsUrl(`?token=${token}&last_event_id=never-sent-${name}`));
+        await device.next((m) => m.id === ids[9], 5000);
+        assert.deepEqual(
+          device.messages.filter((m) => m.type === 'notification').map((m) => m.id),
+          ids,
+        );
+        devices.push(device);
+      }
+      await waitFor('20 tracking calls and 10 records', async () => trackCalls === 20 && (await ackStats(node)).total_tracked === 10);
+      // Let the last tracking calls settle before reading the counter.
+      await devices[1]!.quietFor(300);
+      assert.equal(trackCalls, 20);
+      const stats = await ackStats(node);
+      assert.equal(stats.total_tracked, 10);
+      assert.equal(stats.pending_count, 10);
+      assert.equal(await metric(node, 'ara_ack_tracked_total'), 10);
+      assert.equal(await metric(node, 'ara_ack_pending'), 10);
+      for (const device of devices) await device.close();
     });
 
     test('1,000 notifications: 600 acked promptly, 150 late, 250 never give exact stats, /stats ack block and metrics', async (t) => {

@@ -128,8 +128,10 @@ describe('offline queue on postgres across a crash (SPEC §7, QUEUE_BACKEND=post
     await client.connect();
     try {
       await client.query(
-        `INSERT INTO ara_queue (tenant_id, user_id, notification_id, body, lane, expires_at)
-         SELECT q.tenant_id, q.user_id, g.id, replace(q.body, q.notification_id, g.id), q.lane, q.expires_at
+        // send_order (migration 2): the copies follow the seed in send order.
+        `INSERT INTO ara_queue (tenant_id, user_id, notification_id, body, lane, expires_at, send_order)
+         SELECT q.tenant_id, q.user_id, g.id, replace(q.body, q.notification_id, g.id), q.lane, q.expires_at,
+                q.send_order + g.n
            FROM ara_queue q,
                 LATERAL (SELECT gen_random_uuid()::text AS id, n FROM generate_series(1, $2::int) AS n) g
           WHERE q.notification_id = $1

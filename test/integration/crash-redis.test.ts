@@ -244,7 +244,8 @@ async function elapsed<T>(work: () => Promise<T>): Promise<{ ms: number; result:
 
 function note(label: string) {
   const now = Date.now();
-  return { id: `${label}-${now}`, json: JSON.stringify({ type: 'notification', label }), lane: 2, expiresAtMs: now + 60_000 };
+  // order: send order as a node assigns it (StoredNotification.order); the Redis queue keeps its own.
+  return { id: `${label}-${now}`, json: JSON.stringify({ type: 'notification', label }), lane: 2, expiresAtMs: now + 60_000, order: now * 1000 };
 }
 
 describe('Redis outages fail fast (SPEC §8 "When Redis is down")', () => {

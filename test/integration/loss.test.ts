@@ -22,11 +22,6 @@ import { TestSse, TestWs } from '../helpers/clients.ts';
 import { sleep, type TestNode } from '../helpers/node.ts';
 import { BackendScope, STORE_BACKENDS, type StoreBackendName } from '../helpers/store-backends.ts';
 
-/** Known bug on postgres (see report): queue and history order is the order appends run on the server. */
-const PG_ORDER_TODO =
-  'postgres history/queue take their seq when each statement executes on its pool connection, not in dispatch ' +
-  'order, so a resume after a cut can skip, repeat or reorder notifications sent concurrently';
-
 const RATE_PER_SECOND = 200;
 const IN_FLIGHT = 8;
 
@@ -218,8 +213,7 @@ for (const backend of STORE_BACKENDS) {
     after(() => scope.cleanup());
 
     for (const transport of ['ws', 'sse'] as const) {
-      const todo = backend === 'postgres' ? PG_ORDER_TODO : undefined;
-      test(`${transport === 'ws' ? 'WebSocket + Resume' : 'SSE + Last-Event-ID'}: every notification arrives once, in dispatch order`, { todo }, async (t) => {
+      test(`${transport === 'ws' ? 'WebSocket + Resume' : 'SSE + Last-Event-ID'}: every notification arrives once, in dispatch order`, async (t) => {
         const node = await scope.start({
           QUEUE_ENABLED: 'true',
           QUEUE_MAX_SIZE_PER_USER: '5000',
@@ -242,7 +236,7 @@ for (const backend of STORE_BACKENDS) {
         assert.equal(outcome.duplicates, 0);
         assert.equal(outcome.gaps, 0);
         assert.equal(outcome.received, outcome.sent);
-        if (transport === 'ws' && todo === undefined) {
+        if (transport === 'ws') {
           // Known window (see report): a WS Resume arrives a round trip after the
           // upgrade, when live traffic (and the queue replay) already went out on
           // the new connection; what was lost in the reset socket can only follow it.

@@ -49,9 +49,11 @@ async function keysOf(redis: RedisConnection): Promise<string[]> {
   return [...new Set(keys)].sort();
 }
 
+let lastOrder = 0;
+
 function stored(label: string, expiresAtMs = Date.now() + HOUR): StoredNotification {
   const id = randomUUID();
-  return { id, json: JSON.stringify({ type: 'notification', id, payload: { label } }), lane: 2, expiresAtMs };
+  return { id, json: JSON.stringify({ type: 'notification', id, payload: { label } }), lane: 2, expiresAtMs, order: ++lastOrder };
 }
 
 function labels(entries: { json: string }[]): string[] {

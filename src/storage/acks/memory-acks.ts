@@ -35,7 +35,7 @@ export class MemoryAckTracker implements AckTracker {
     if (!byId) this.#pending.set(tenantId, (byId = new Map()));
     let byUser = byId.get(notification.id);
     if (!byUser) byId.set(notification.id, (byUser = new Map()));
-    if (byUser.has(userId)) return;
+    if (byUser.has(userId)) return false;
     const record: PendingAck = {
       tenantId,
       userId,
@@ -50,6 +50,7 @@ export class MemoryAckTracker implements AckTracker {
     this.#byDeadline.push(record);
     this.#statsOf(tenantId).totalTracked++;
     this.#pendingCount.set(tenantId, (this.#pendingCount.get(tenantId) ?? 0) + 1);
+    return true;
   }
 
   async acknowledge(tenantId: string, userId: string, notificationId: string, nowMs: number) {

@@ -46,7 +46,8 @@ export class PostgresAckTracker implements AckTracker {
     sentAtMs: number,
     deadlineMs: number,
   ) {
-    await this.#db.query(
+    // ON CONFLICT DO NOTHING: rowCount is 1 only when this call added the record.
+    const inserted = await this.#db.query(
       `INSERT INTO ara_acks (tenant_id, notification_id, user_id, sent_at, deadline, body, lane)
        VALUES ($1, $2, $3, $4, $5, $6, $7)
        ON CONFLICT DO NOTHING`,
@@ -60,6 +61,7 @@ export class PostgresAckTracker implements AckTracker {
         notification.lane,
       ],
     );
+    return inserted.rowCount === 1;
   }
 
   async acknowledge(tenantId: string, userId: string, notificationId: string, nowMs: number) {

@@ -105,7 +105,8 @@ export class RedisAckTracker implements AckTracker {
     const body = notification.json === null ? '0' : `1${notification.json}`;
     const keys = [this.#recordKey(tenantId, userId), this.#deadlinesKey, this.#statsKey(tenantId), this.#tenantsKey, this.#orderKey];
     const args = [keyTail(notification.id), head, body, deadlineMs, triple(tenantId, userId, notification.id), JSON.stringify(tenantId)];
-    await this.#track.run(keys, args);
+    // TRACK returns 1 when it added the record, 0 when it was there already.
+    return Number(await this.#track.run(keys, args)) === 1;
   }
 
   async acknowledge(tenantId: string, userId: string, notificationId: string, nowMs: number) {

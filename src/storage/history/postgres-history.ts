@@ -3,9 +3,15 @@
  * same database, so a client resumes whichever node it reconnects to. See
  * HistoryStore for the contract and postgres/migrations.ts for the table.
  *
- * One sequence numbers every append, whatever its scopes: merging a user's
- * history with its channels' is an ORDER BY seq, and a notification kept in
- * two scopes has the same seq in both, so DISTINCT ON (seq) keeps it once.
+ * Order is the send order the node gave each notification (StoredNotification
+ * .order, column send_order, migration 2), not the order the appends reached
+ * the server: concurrent appends run on different pool connections, and a
+ * resume must follow the order the notifications went out live. One
+ * sequence still numbers every append, whatever its scopes, as the
+ * tie-break: merging a user's history with its channels' is an ORDER BY
+ * (send_order, seq), and a notification kept in two scopes has the same
+ * pair in both, so DISTINCT ON keeps it once. The `seq` returned is the
+ * send order.
  */
 import type { HistoryScope, HistoryStore, SequencedNotification, StoredNotification } from '../types.js';
 import { fromSqlKey, sqlKey, type PostgresConnection } from '../postgres/postgres-connection.js';
@@ -50,7 +56,7 @@ export class PostgresHistory implements HistoryStore {
     if (kinds.length === 0) return;
     const keep = kinds.map((kind) => Math.max(0, kind === 'u' ? maxSizes.user : maxSizes.channel));
     // One call (ara_history_push): the new rows and the trim commit together.
-    await this.#db.query('SELECT ara_history_push($1, $2, $3, $4, $5, $6, $7, $8)', [
+    await this.#db.query('SELECT ara_history_push($1, $2, $3, $4, $5, $6, $7, $8, $9)', [
       sqlKey(tenantId),
       kinds,
       ids,
@@ -59,6 +65,7 @@ export class PostgresHistory implements HistoryStore {
       entry.json,
       entry.lane,
       new Date(entry.expiresAtMs),
+      entry.order,
     ]);
   }
 
@@ -74,15 +81,20 @@ export class PostgresHistory implements HistoryStore {
          SELECT kind::char(1) AS kind, id FROM unnest($2::text[], $3::text[]) AS s(kind, id)),
        held AS (
          SELECT h.* FROM scopes s CROSS JOIN LATERAL (
-           SELECT seq, notification_id, body, lane, expires_at FROM ara_history
+           SELECT send_order, seq, notification_id, body, lane, expires_at FROM ara_history
             WHERE tenant_id = $1 AND scope_kind = s.kind AND scope_id = s.id) AS h),
-       mark AS (SELECT max(seq) AS seq FROM held WHERE notification_id = $4)
-       SELECT mark.seq AS mark, after.*
+       mark AS (
+         SELECT found.send_order, found.seq FROM (VALUES (1)) AS one(x) LEFT JOIN LATERAL (
+           SELECT send_order, seq FROM held WHERE notification_id = $4
+            ORDER BY send_order DESC, seq DESC LIMIT 1) AS found ON true)
+       SELECT mark.send_order AS mark, after.send_order AS seq, after.notification_id, after.body,
+              after.lane, after.expires_at
          FROM mark LEFT JOIN LATERAL (
-           SELECT DISTINCT ON (seq) * FROM held
-            WHERE seq > coalesce(mark.seq, -1) AND expires_at > $5
-            ORDER BY seq) AS after ON true
-        ORDER BY after.seq`,
+           SELECT DISTINCT ON (send_order, seq) * FROM held
+            WHERE (mark.send_order IS NULL OR (send_order, seq) > (mark.send_order, mark.seq))
+              AND expires_at > $5
+            ORDER BY send_order, seq) AS after ON true
+        ORDER BY after.send_order, after.seq`,
       [sqlKey(tenantId), kinds, ids, sqlKey(sinceId), new Date(nowMs)],
     );
     const found = rows[0]?.mark !== null && rows[0]?.mark !== undefined;

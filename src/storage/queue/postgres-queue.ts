@@ -3,16 +3,28 @@
  * every node on the same database. See OfflineQueue for the contract and
  * postgres/migrations.ts for the table.
  *
- * Order is by seq, never by time. An enqueue (the ara_queue_push function)
- * holds a per-(tenant, user) advisory lock while it takes its seq and
- * commits, so a queue's rows become visible in seq order: a peek sees a
- * prefix of the queue, and the `remove(uptoSeq)` that follows cannot
- * delete a row the peek did not see.
+ * Order is the send order the node gave each entry (StoredNotification
+ * .order, column send_order, migration 2), never the time or the order
+ * the enqueues reached the server: concurrent enqueues run on different
+ * pool connections and may commit in any order. The `seq` this store
+ * returns is that send order, so `peek` lists by it and `remove(uptoSeq)`
+ * deletes send_order ≤ uptoSeq. An enqueue (ara_queue_push) still holds a
+ * per-(tenant, user) advisory lock, which keeps the cap exact.
+ *
+ * Why `remove` cannot delete an entry the peek did not see: that would
+ * take an enqueue with a lower order committing after the peek. A node
+ * assigns orders increasing and the Delivery waits for its own enqueues
+ * in flight for the user before it peeks (Delivery #inflight); once the
+ * user's connection is registered, new sends reach it live instead of the
+ * queue, and the only later enqueues (ack redelivery) take fresh, higher
+ * orders. Enqueues of another node would not be covered, but
+ * QUEUE_BACKEND=postgres is refused in cluster mode (config.ts).
  */
 import type { OfflineQueue, SequencedNotification, StoredNotification } from '../types.js';
 import { fromSqlKey, sqlKey, toNumber, type PostgresConnection } from '../postgres/postgres-connection.js';
 
 interface QueueRow {
+  /** send_order (bigint, as text). */
   seq: string;
   notification_id: string;
   body: string;
@@ -31,7 +43,7 @@ export class PostgresQueue implements OfflineQueue {
   /** Lock, insert and trim in one transaction (ara_queue_push): the cap holds whatever runs alongside. */
   async enqueue(tenantId: string, userId: string, entry: StoredNotification, maxSize: number) {
     const { rows } = await this.#db.query<{ dropped: string }>(
-      'SELECT ara_queue_push($1, $2, $3, $4, $5, $6, $7) AS dropped',
+      'SELECT ara_queue_push($1, $2, $3, $4, $5, $6, $7, $8) AS dropped',
       [
         sqlKey(tenantId),
         sqlKey(userId),
@@ -40,6 +52,7 @@ export class PostgresQueue implements OfflineQueue {
         entry.lane,
         new Date(entry.expiresAtMs),
         maxSize,
+        entry.order,
       ],
     );
     return { dropped: toNumber(rows[0]?.dropped) };
@@ -47,19 +60,19 @@ export class PostgresQueue implements OfflineQueue {
 
   async peek(tenantId: string, userId: string, nowMs: number, limit: number) {
     const { rows } = await this.#db.query<QueueRow>(
-      `SELECT seq, notification_id, body, lane, expires_at FROM ara_queue
+      `SELECT send_order AS seq, notification_id, body, lane, expires_at FROM ara_queue
         WHERE tenant_id = $1 AND user_id = $2 AND expires_at > $3
-        ORDER BY seq LIMIT $4`,
+        ORDER BY send_order, seq LIMIT $4`,
       [sqlKey(tenantId), sqlKey(userId), new Date(nowMs), Math.max(0, limit)],
     );
     return rows.map(toSequenced);
   }
 
-  /** One statement: rows enqueued after the peek have a higher seq and stay. */
+  /** One statement: entries enqueued after the peek have a higher send order and stay (see above). */
   async remove(tenantId: string, userId: string, uptoSeq: number) {
     const removed = await this.#db.query(
       `DELETE FROM ara_queue
-        WHERE tenant_id = $1 AND user_id = $2 AND (seq <= $3 OR expires_at <= $4)`,
+        WHERE tenant_id = $1 AND user_id = $2 AND (send_order <= $3 OR expires_at <= $4)`,
       [sqlKey(tenantId), sqlKey(userId), uptoSeq, new Date()],
     );
     return removed.rowCount ?? 0;
