@@ -15,7 +15,8 @@ import { Agent, request as httpRequest } from 'node:http';
 import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { TestSse, TestWs } from '../helpers/clients.ts';
-import { TEST_API_KEY, sleep, startTestNode, type TestNode } from '../helpers/node.ts';
+import { TEST_API_KEY, sleep, type TestNode } from '../helpers/node.ts';
+import { BackendScope, STORE_BACKENDS } from '../helpers/store-backends.ts';
 
 const MAX_BUFFERED_BYTES = 1_048_576;
 const FLOOD_COUNT = 20_000;
@@ -102,13 +103,15 @@ async function flood(
   return { sent, delivered, closedAfter };
 }
 
-describe('C14 slow consumer (SPEC §4, §9)', () => {
+for (const backend of STORE_BACKENDS) describe(`C14 slow consumer on ${backend} (SPEC §4, §9)`, () => {
+  const scope = new BackendScope(backend, 'c14');
   let node: TestNode;
 
   before(async () => {
-    node = await startTestNode({ WEBSOCKET_MAX_BUFFERED_BYTES: String(MAX_BUFFERED_BYTES) });
+    // With the queue on, every send to alice also writes her history on this backend.
+    node = await scope.start({ QUEUE_ENABLED: 'true', WEBSOCKET_MAX_BUFFERED_BYTES: String(MAX_BUFFERED_BYTES) });
   });
-  after(() => node.stop());
+  after(() => scope.cleanup());
 
   test('a reader that stops is closed with 4008 past WEBSOCKET_MAX_BUFFERED_BYTES while others keep sub-second latency', async () => {
     const alice = await TestWs.open(node.wsUrl(`?token=${await node.token('alice')}`), { perMessageDeflate: false });

@@ -14,23 +14,27 @@ import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { TestSse, TestWs } from '../helpers/clients.ts';
-import { sleep, startTestNode, type TestNode } from '../helpers/node.ts';
+import { sleep, type TestNode } from '../helpers/node.ts';
+import { BackendScope, STORE_BACKENDS } from '../helpers/store-backends.ts';
 
 function rawSocket(ws: TestWs): Socket {
   return (ws.socket as unknown as { _socket: Socket })._socket;
 }
 
-describe('C15 several connections of one user (SPEC §4, §7)', () => {
+for (const backend of STORE_BACKENDS) describe(`C15 several connections of one user on ${backend} (SPEC §4, §7)`, () => {
+  const scope = new BackendScope(backend, 'c15');
   let node: TestNode;
 
   before(async () => {
-    node = await startTestNode({
+    // The queue is on, so each step also shows that an online user is never queued.
+    node = await scope.start({
+      QUEUE_ENABLED: 'true',
       WEBSOCKET_HEARTBEAT_INTERVAL: '0.2',
       WEBSOCKET_CONNECTION_TIMEOUT: '1',
       WEBSOCKET_CLEANUP_INTERVAL: '0.2',
     });
   });
-  after(() => node.stop());
+  after(() => scope.cleanup());
 
   async function connectionCount(): Promise<number> {
     const res = await node.api('GET', '/api/v1/users/alice/subscriptions');
@@ -59,6 +63,7 @@ describe('C15 several connections of one user (SPEC §4, §7)', () => {
       payload: { label },
     });
     assert.equal(res.status, 200);
+    assert.equal(res.json.queued, 0);
     return { id: res.json.notification_id, deliveredTo: res.json.delivered_to };
   }
 
