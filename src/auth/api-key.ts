@@ -4,14 +4,18 @@
  * learned from response timing (case C05). Tenant keys are stored only as
  * digests; a lookup by digest reveals nothing an attacker can steer.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 
 export type Caller =
   | { kind: 'operator' }
   | { kind: 'tenant'; tenantId: string };
 
 export function sha256Hex(value: string): string {
-  return createHash('sha256').update(value, 'utf8').digest('hex');
+  return hash('sha256', value, 'hex');
+}
+
+function sha256(value: string): Buffer {
+  return hash('sha256', value, 'buffer') as unknown as Buffer;
 }
 
 export class ApiKeyAuthority {
@@ -20,7 +24,7 @@ export class ApiKeyAuthority {
   readonly #tenantByDigest = new Map<string, string>();
 
   constructor(operatorKey: string | undefined, tenantKeys: ReadonlyMap<string, readonly string[]>) {
-    this.#operatorDigest = operatorKey ? createHash('sha256').update(operatorKey, 'utf8').digest() : null;
+    this.#operatorDigest = operatorKey ? sha256(operatorKey) : null;
     for (const [tenantId, digests] of tenantKeys) {
       for (const digest of digests) this.#tenantByDigest.set(digest.toLowerCase(), tenantId);
     }
@@ -29,7 +33,7 @@ export class ApiKeyAuthority {
   /** The caller a presented key belongs to, or null for a wrong or missing key. */
   identify(presented: string | undefined): Caller | null {
     if (presented === undefined || presented.length === 0 || presented.length > 1024) return null;
-    const digest = createHash('sha256').update(presented, 'utf8').digest();
+    const digest = sha256(presented);
     if (this.#operatorDigest && timingSafeEqual(digest, this.#operatorDigest)) {
       return { kind: 'operator' };
     }

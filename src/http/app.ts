@@ -31,6 +31,8 @@ export function createApp(options: AppOptions): FastifyInstance {
     loggerInstance: options.log as FastifyBaseLogger,
     // Requests are logged once, by registerRequestMetrics, with redacted URLs.
     logController: new LogController({ disableRequestLogging: true }),
+    // No child logger per request: request lines are written by our hook.
+    childLoggerFactory: (logger) => logger,
     bodyLimit: SEND_BODY_LIMIT,
     routerOptions: { maxParamLength: 2048 },
     trustProxy: options.trustProxy,
@@ -93,7 +95,12 @@ function acceptJsonVariants(app: FastifyInstance): void {
 
 function registerCors(app: FastifyInstance, origins: OriginPolicy): void {
   void app.register(cors, {
-    origin: origins.restricted ? (origin, callback) => callback(null, origins.allows(origin)) : '*',
+    // A request without Origin is not a CORS request: no CORS headers at all.
+    origin: (origin, callback) => {
+      if (origin === undefined) callback(null, false);
+      else if (origins.restricted) callback(null, origins.allows(origin));
+      else callback(null, '*');
+    },
     methods: ['GET', 'POST', 'PUT', 'DELETE', 'OPTIONS'],
     allowedHeaders: ['Content-Type', 'Authorization', 'X-API-Key', 'X-Tenant-ID', 'Last-Event-ID'],
     exposedHeaders: ['Retry-After', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset'],
@@ -170,16 +177,28 @@ function validationDetails(error: FastifyError): ErrorDetail[] {
   });
 }
 
+/**
+ * One counter increment and one histogram sample per request, through
+ * label children cached per (method, route, status): label sets are
+ * bounded (methods Node accepts, registered route patterns, statuses).
+ */
 function registerRequestMetrics(app: FastifyInstance, metrics: Metrics, log: Logger): void {
+  const counters = new Map<string, { inc(): void }>();
+  const timers = new Map<string, { observe(value: number): void }>();
   app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done) => {
     const route = request.routeOptions.url ?? 'unmatched';
-    const labels = { method: request.method, route };
-    metrics.httpRequests.inc({ ...labels, status: String(reply.statusCode) });
-    metrics.httpDuration.observe(labels, reply.elapsedTime / 1000);
-    log.debug(
-      { method: request.method, url: redactUrl(request.url), status: reply.statusCode, ms: reply.elapsedTime },
-      'http request',
-    );
+    const status = reply.statusCode;
+    const counterKey = `${request.method} ${route} ${status}`;
+    let counter = counters.get(counterKey);
+    if (!counter) counters.set(counterKey, (counter = metrics.httpRequests.labels(request.method, route, String(status))));
+    counter.inc();
+    const timerKey = `${request.method} ${route}`;
+    let timer = timers.get(timerKey);
+    if (!timer) timers.set(timerKey, (timer = metrics.httpDuration.labels(request.method, route)));
+    timer.observe(reply.elapsedTime / 1000);
+    if (log.isLevelEnabled('debug')) {
+      log.debug({ method: request.method, url: redactUrl(request.url), status, ms: reply.elapsedTime }, 'http request');
+    }
     done();
   });
 }
