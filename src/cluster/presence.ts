@@ -149,7 +149,8 @@ export class ClusterPresence {
     const pipeline = this.#redis.connection.client.pipeline();
     pipeline.zrange(this.#key('cluster-nodes'), Date.now() - this.#ttlMs, '+inf', 'BYSCORE');
     build(pipeline);
-    const [live, ...rest] = pipelineResults(await this.#redis.guarded(() => pipeline.exec()));
+    // Command errors inside the pipeline count as failures for the breaker, not as a success.
+    const [live, ...rest] = await this.#redis.guarded(async () => pipelineResults(await pipeline.exec()));
     return [new Set(live as string[]), ...rest];
   }
 
@@ -212,7 +213,10 @@ export class ClusterPresence {
   async #beat(): Promise<void> {
     try {
       const client = this.#redis.connection.client;
-      await this.#redis.guarded(() => client.zadd(this.#key('cluster-nodes'), Date.now(), this.#nodeId));
+      const added = await this.#redis.guarded(() => client.zadd(this.#key('cluster-nodes'), Date.now(), this.#nodeId));
+      // No longer listed: another node's janitor took this one for dead (its last beat
+      // was older than 3 × TTL, as after a long Redis outage) and removed its entries.
+      if (Number(added) === 1 && this.#heartbeat !== null) await this.resync();
       await this.#sweepDeadNodes();
     } catch (error) {
       this.#log.debug({ err: error }, 'cluster heartbeat failed');
@@ -246,7 +250,7 @@ export class ClusterPresence {
       }
       pipeline.hset(this.#key('cluster-node-conns'), this.#nodeId, total);
       if (keys.length > 0) pipeline.sadd(this.#nodeKeysKey(this.#nodeId), ...new Set(keys));
-      pipelineResults(await this.#redis.guarded(() => pipeline.exec()));
+      await this.#redis.guarded(async () => pipelineResults(await pipeline.exec()));
     } catch (error) {
       this.#log.debug({ err: error }, 'presence resync failed; retried on the next reconnect');
     }
@@ -309,7 +313,7 @@ export class ClusterPresence {
       connection_id: connection.id,
       server_id: this.#nodeId,
       tenant_id: connection.tenantId,
-      connected_at: connection.connectedAt.toISOString(),
+      connected_at: new Date(connection.connectedAtMs).toISOString(),
       channels: [...connection.channels].sort(),
     };
     return JSON.stringify(session);

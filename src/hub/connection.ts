@@ -49,6 +49,9 @@ export interface ConnectionOwner {
   connectionEnded(connection: Connection, reason: CloseReason): void;
 }
 
+const NO_ROLES: ReadonlySet<string> = new Set();
+const NO_CHANNELS: ReadonlySet<string> = new Set();
+
 /** Past this many notifications since connect, a Resume is refused. */
 export const RESUME_WINDOW_MAX_IDS = 256;
 
@@ -94,11 +97,12 @@ export class Connection {
   readonly id: string;
   readonly tenantId: string;
   readonly userId: string;
+  /** JWT roles; one shared empty set for the many connections without any. */
   readonly roles: ReadonlySet<string>;
   readonly permittedChannels: readonly string[] | null;
   readonly kind: TransportKind;
-  readonly connectedAt: Date;
-  readonly channels = new Set<string>();
+  /** Epoch ms. */
+  readonly connectedAtMs: number;
   expiresAtMs: number;
   lastSeenMs: number;
   /** Dispatch sequence that last reached this connection (one copy per dispatch). */
@@ -115,7 +119,9 @@ export class Connection {
   #backlogBytes = 0;
   #holdingForReplay = false;
   #ended = false;
-  #drainWaiters: Array<() => void> = [];
+  #drainWaiters: Array<() => void> | null = null;
+  /** Created on the first subscription: most connections never subscribe. */
+  #channels: Set<string> | null = null;
   /**
    * Notification ids sent since connect, kept only briefly after connect
    * and only while few, so a WebSocket `Resume` sent right after connecting
@@ -133,12 +139,12 @@ export class Connection {
     this.id = id;
     this.tenantId = identity.tenantId;
     this.userId = identity.userId;
-    this.roles = new Set(identity.roles);
+    this.roles = identity.roles.length === 0 ? NO_ROLES : new Set(identity.roles);
     this.permittedChannels = identity.permittedChannels;
     this.expiresAtMs = identity.expiresAtMs;
     this.kind = transport.kind;
-    this.connectedAt = new Date();
-    this.lastSeenMs = Date.now();
+    this.connectedAtMs = Date.now();
+    this.lastSeenMs = this.connectedAtMs;
     this.#transport = transport;
     this.#owner = owner;
     this.#maxBufferedBytes = maxBufferedBytes;
@@ -146,6 +152,24 @@ export class Connection {
 
   get ended(): boolean {
     return this.#ended;
+  }
+
+  /** The channels this connection is subscribed to (changed only through the hub). */
+  get channels(): ReadonlySet<string> {
+    return this.#channels ?? NO_CHANNELS;
+  }
+
+  /** For the hub: returns false when already subscribed. */
+  addChannel(channel: string): boolean {
+    const channels = (this.#channels ??= new Set());
+    if (channels.has(channel)) return false;
+    channels.add(channel);
+    return true;
+  }
+
+  /** For the hub: returns false when not subscribed. */
+  removeChannel(channel: string): boolean {
+    return this.#channels?.delete(channel) ?? false;
   }
 
   /**
@@ -199,7 +223,7 @@ export class Connection {
   /** Resolves at the socket's next 'drain', or when the connection ends. */
   drained(): Promise<void> {
     if (this.#ended || !this.#transport.needsDrain()) return Promise.resolve();
-    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+    return new Promise((resolve) => (this.#drainWaiters ??= []).push(resolve));
   }
 
   /** Starts remembering sent notification ids, for a Resume right after connect. */
@@ -267,8 +291,10 @@ export class Connection {
   }
 
   #wakeDrainWaiters(): void {
-    if (this.#drainWaiters.length === 0) return;
-    for (const wake of this.#drainWaiters.splice(0)) wake();
+    const waiters = this.#drainWaiters;
+    if (waiters === null) return;
+    this.#drainWaiters = null;
+    for (const wake of waiters) wake();
   }
 
   #noteSent(id: string): void {

@@ -150,7 +150,7 @@ export class Hub {
     if (max > 0 && connection.channels.size >= max) return 'limit';
     const space = this.#spaces.get(connection.tenantId);
     if (!space || !space.connections.has(connection)) return 'limit';
-    connection.channels.add(channel);
+    connection.addChannel(channel);
     const first = addToIndex(space.channels, channel, connection);
     for (const listener of this.#listeners) {
       if (first) listener.channelActive?.(connection.tenantId, channel);
@@ -160,7 +160,7 @@ export class Hub {
   }
 
   unsubscribe(connection: Connection, channel: string): boolean {
-    if (!connection.channels.delete(channel)) return false;
+    if (!connection.removeChannel(channel)) return false;
     const space = this.#spaces.get(connection.tenantId);
     const last = space !== undefined && removeFromIndex(space.channels, channel, connection);
     for (const listener of this.#listeners) {

@@ -72,7 +72,7 @@ export class Liveness {
     const resumeWindowBefore = now - RESUME_WINDOW_MS;
     for (const connection of this.#connections()) {
       if (connection.kind === 'ws' && connection.lastSeenMs < idleBefore) connection.end('idle');
-      else if (connection.resumeWindowOpen && connection.connectedAt.getTime() < resumeWindowBefore) {
+      else if (connection.resumeWindowOpen && connection.connectedAtMs < resumeWindowBefore) {
         connection.takeResumeWindow();
       }
     }

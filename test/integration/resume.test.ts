@@ -286,8 +286,9 @@ for (const backend of STORE_BACKENDS) {
       'WS `Resume` right after connect delivers n4 c1 n5 c2 n6 in send order (SPEC §7 "in send order", "Resume replaces the plain queue replay")',
       {
         todo:
-          'the queue replay runs at connect, before the Resume message can arrive, so the queued n4 n5 n6 go out ' +
-          'first and Resume can only add c1 c2 after them (see report)',
+          'known limit of the Resume message: the queue replay runs at connect, before Resume can arrive, so the ' +
+          'queued n4 n5 n6 go out first and Resume can only add c1 c2 after them; ?last_event_id= on /ws resumes ' +
+          'in order (test/integration/ws-connect-options.test.ts)',
       },
       async () => {
         const node = await scope.start(QUEUE);

@@ -63,7 +63,7 @@ function localSessions(deps: ClusterRouteDeps, tenantId: string | null, userId: 
         connection_id: connection.id,
         server_id: deps.serverId,
         tenant_id: connection.tenantId,
-        connected_at: connection.connectedAt.toISOString(),
+        connected_at: new Date(connection.connectedAtMs).toISOString(),
         channels: [...connection.channels].sort(),
       });
     }
