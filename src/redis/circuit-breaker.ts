@@ -28,6 +28,8 @@ export class CircuitBreaker {
   #failures = 0;
   #successes = 0;
   #openedAtMs = 0;
+  /** The half-open trial call in flight, if any (a fresh half-open forgets an older one). */
+  #trial: object | null = null;
   readonly #options: BreakerOptions;
 
   constructor(options: BreakerOptions) {
@@ -43,9 +45,14 @@ export class CircuitBreaker {
     return this.#failures;
   }
 
-  /** Throws CircuitOpenError instead of calling while open. */
+  /**
+   * Throws CircuitOpenError instead of calling while open, and while
+   * half-open with a trial call still in flight: one trial at a time.
+   */
   async run<T>(call: () => Promise<T>): Promise<T> {
-    if (this.state === 'open') throw new CircuitOpenError();
+    const state = this.state;
+    if (state === 'open' || (state === 'half_open' && this.#trial !== null)) throw new CircuitOpenError();
+    const trial = state === 'half_open' ? (this.#trial = {}) : null;
     try {
       const result = await call();
       this.recordSuccess();
@@ -53,6 +60,8 @@ export class CircuitBreaker {
     } catch (error) {
       this.recordFailure();
       throw error;
+    } finally {
+      if (trial !== null && this.#trial === trial) this.#trial = null;
     }
   }
 
@@ -83,6 +92,7 @@ export class CircuitBreaker {
   #moveTo(state: BreakerState): void {
     this.#state = state;
     this.#successes = 0;
+    this.#trial = null;
     if (state === 'open') this.#openedAtMs = Date.now();
     if (state === 'closed') this.#failures = 0;
     this.#options.onChange?.(state);

@@ -58,7 +58,8 @@ export class RedisService {
   }
 
   get status(): RedisHealth {
-    if (this.breaker.state === 'open') return 'circuit_open';
+    // Half-open is still unproven: degraded until the trial calls succeed.
+    if (this.breaker.state !== 'closed') return 'circuit_open';
     return this.connection.ready ? 'healthy' : 'reconnecting';
   }
 

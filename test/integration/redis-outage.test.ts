@@ -7,8 +7,9 @@
  * `redis-server` this file starts on a free port; the shared Redis is never
  * touched. Clients sit on both nodes (a user on each, a channel subscriber on
  * each) and 20 sends a second go through both nodes — to the local user, the
- * remote user and the channel — for the whole run. Redis goes away for 10 s
- * and comes back, in two ways:
+ * remote user, the channel, and a user never connected (so each accepted
+ * send to them is queued) — for the whole run. Redis goes away for 10 s and
+ * comes back, in two ways:
  *
  * - SIGKILL, then a new redis-server on the same port. It runs with
  *   `--appendonly yes --appendfsync always` in a temporary directory, so
@@ -90,7 +91,8 @@ async function call(origin: number, url: string, init: RequestInit = {}): Promis
   }
 }
 
-type SendKind = 'local-user' | 'remote-user' | 'channel';
+/** `offline`: a user with no connection anywhere, so every accepted send to it is queued. */
+type SendKind = 'local-user' | 'remote-user' | 'channel' | 'offline';
 
 interface Send extends Call {
   via: 'A' | 'B';
@@ -161,23 +163,28 @@ async function runScenario(mode: 'SIGKILL' | 'SIGSTOP'): Promise<{ record: Scena
     ['A', 'local-user', 'ua'],
     ['B', 'remote-user', 'ua'],
     ['A', 'channel', 'feed'],
+    ['B', 'offline', 'uz'],
     ['B', 'local-user', 'ub'],
     ['A', 'remote-user', 'ub'],
     ['B', 'channel', 'feed'],
+    ['A', 'offline', 'uz'],
   ];
   let n = 0;
+  // A fixed rate whatever the timer drift: send number n is due at n × SEND_EVERY_MS.
   const sender = setInterval(() => {
-    const [via, kind, target] = rotation[n % rotation.length]!;
-    const seq = n++;
-    const body = kind === 'channel' ? { channel: target } : { target_user_id: target };
-    sends.push(
-      call(origin, `${nodeOf[via].httpUrl}/api/v1/notifications/${kind === 'channel' ? 'channel' : 'send'}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY },
-        body: JSON.stringify({ ...body, event_type: 'outage.flow', payload: { seq } }),
-      }).then((result) => ({ ...result, via, kind, target })),
-    );
-  }, SEND_EVERY_MS);
+    while (n <= (Date.now() - origin) / SEND_EVERY_MS) {
+      const [via, kind, target] = rotation[n % rotation.length]!;
+      const seq = n++;
+      const body = kind === 'channel' ? { channel: target } : { target_user_id: target };
+      sends.push(
+        call(origin, `${nodeOf[via].httpUrl}/api/v1/notifications/${kind === 'channel' ? 'channel' : 'send'}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY },
+          body: JSON.stringify({ ...body, event_type: 'outage.flow', payload: { seq } }),
+        }).then((result) => ({ ...result, via, kind, target })),
+      );
+    }
+  }, 10);
   const prober = setInterval(() => {
     for (const name of ['A', 'B'] as const) {
       for (const path of ['/health', '/health/ready', '/api/v1/cluster/status']) {
@@ -223,7 +230,7 @@ async function runScenario(mode: 'SIGKILL' | 'SIGSTOP'): Promise<{ record: Scena
   const liveAtEnd = await Promise.all([a, b].map(async (node) => (await fetch(`${node.httpUrl}/health/live`)).status));
   // New connections of the two users replay what was queued for them.
   const replayed = new Map<string, string[]>();
-  for (const [user, node] of [['ua', a], ['ub', b]] as const) {
+  for (const [user, node] of [['ua', a], ['ub', b], ['uz', a]] as const) {
     const fresh = await TestWs.open(node.wsUrl(`?token=${await node.token(user)}`));
     replayed.set(user, (await fresh.quietFor(800)).filter((m) => m.type === 'notification').map((m) => m.id));
     fresh.socket.terminate();
@@ -267,7 +274,11 @@ for (const mode of ['SIGKILL', 'SIGSTOP'] as const) {
   describe(`Redis ${mode === 'SIGKILL' ? 'killed (SIGKILL) and restarted' : 'frozen (SIGSTOP) and resumed (SIGCONT)'} for 10 s under 20 sends/s (SPEC §8)`, () => {
     let record: Scenario;
     let cleanup: (() => Promise<void>) | undefined;
+    /** Calls started while Redis was away (after a short grace) and answered before it was back. */
     const during = <T extends Call>(calls: T[]) =>
+      calls.filter((c) => c.start >= record.downAt + GRACE_MS && c.start + c.ms <= record.backAt);
+    /** Calls started while Redis was away, whenever answered. */
+    const startedDuring = <T extends Call>(calls: T[]) =>
       calls.filter((c) => c.start >= record.downAt + GRACE_MS && c.start <= record.backAt - 100);
 
     before(async () => {
@@ -293,10 +304,12 @@ for (const mode of ['SIGKILL', 'SIGSTOP'] as const) {
       for (const probe of probes) assert.equal(probe.status, 200, `${probe.node} ${probe.path} at ${probe.start} ms`);
     });
 
-    test('during the outage local delivery continues: local users and local subscribers receive every send (answered 503)', () => {
-      const local = during(record.sends).filter((s) => s.kind !== 'remote-user');
+    test('during the outage local delivery continues: local users and local subscribers receive every send, answered 503', () => {
+      const local = startedDuring(record.sends).filter((s) => s.kind === 'local-user' || s.kind === 'channel');
       assert.ok(local.length >= 80, `${local.length} local sends during the outage`);
-      for (const send of local) {
+      const answeredDuring = during(local);
+      assert.ok(answeredDuring.length >= 20, `${answeredDuring.length} local sends answered during the outage`);
+      for (const send of answeredDuring) {
         assert.equal(send.status, 503, `${send.via} ${send.kind} at ${send.start} ms`);
         assert.deepEqual(send.json, { error: { code: 'SERVICE_UNAVAILABLE', message: 'Redis is unavailable; try again later' } });
       }
@@ -312,7 +325,9 @@ for (const mode of ['SIGKILL', 'SIGSTOP'] as const) {
 
     test(
       'during the outage every send answers 503 SERVICE_UNAVAILABLE within 1 s (no hang)',
-      mode === 'SIGSTOP' ? { todo: 'a frozen Redis holds each call until the 5 s command timeout; only after 5 failures does the breaker fail calls at once (and again after each half-open trial)' } : {},
+      mode === 'SIGSTOP'
+        ? { todo: 'a frozen Redis holds every call until the 5 s command timeout, so sends of the first 5 s of the freeze hang 5 s; once five have failed the breaker answers at once (but for one half-open trial at a time)' }
+        : {},
       (t) => {
         const sends = during(record.sends);
         const ms = sends.map((s) => s.ms);
@@ -326,7 +341,9 @@ for (const mode of ['SIGKILL', 'SIGSTOP'] as const) {
 
     test(
       'during the outage /health is 503 degraded (redis reconnecting or circuit_open), /health/ready 503 and cluster status 503',
-      mode === 'SIGSTOP' ? { todo: 'a frozen Redis keeps its TCP connection up: /health says healthy until five calls have timed out, and again whenever the breaker is half-open' } : {},
+      mode === 'SIGSTOP'
+        ? { todo: 'a frozen Redis keeps its TCP connection up: /health says healthy (and cluster status hangs 5 s) until five calls have reached the 5 s command timeout and opened the breaker' }
+        : {},
       (t) => {
         const probes = during(record.probes);
         const health = probes.filter((p) => p.path === '/health');
@@ -350,44 +367,101 @@ for (const mode of ['SIGKILL', 'SIGSTOP'] as const) {
         record.probes.filter((p) => p.node === node && p.path === '/health' && p.start >= record.backAt && p.status === 200)
           .map((p) => p.start + p.ms)[0];
       const recovered = Math.max(healthyAgain('A') ?? Infinity, healthyAgain('B') ?? Infinity) - record.backAt;
-      const crossOk = record.sends.filter((s) => s.start >= record.backAt && s.kind !== 'local-user' && s.status === 200 && s.json.delivered_to >= 1);
+      const counts = new Map([...record.clients].map(([name, client]) => [name, receivedCounts(client)]));
+      const reachedRemote = (s: Send) => {
+        const remote = s.kind === 'channel' ? (s.via === 'A' ? 'fb' : 'fa') : s.target;
+        return s.status === 200 && (counts.get(remote)!.get(s.json.notification_id) ?? 0) === 1;
+      };
+      const crossOk = record.sends.filter((s) => s.start >= record.backAt && (s.kind === 'remote-user' || s.kind === 'channel') && reachedRemote(s));
       const firstCross = crossOk.length > 0 ? Math.min(...crossOk.map((s) => s.start + s.ms)) - record.backAt : Infinity;
-      t.diagnostic(`${mode}: /health 200 on both nodes ${recovered} ms after Redis was back; first cross-node 200 after ${firstCross} ms`);
+      t.diagnostic(`${mode}: /health 200 on both nodes ${recovered} ms after Redis was back; first cross-node delivery answered 200 after ${firstCross} ms`);
       assert.ok(recovered <= 5000, `health recovered after ${recovered} ms`);
       assert.ok(firstCross <= 5000, `cross-node delivery resumed after ${firstCross} ms`);
-      // From 5 s after the return on, every send succeeds and cross-node ones reach the other node live.
+      // From 5 s after the return on, every send answers 200 and reaches every target connection live.
       const settled = record.sends.filter((s) => s.start >= record.backAt + 5000);
       assert.ok(settled.length >= 10, `${settled.length} sends after recovery`);
       for (const send of settled) {
         assert.equal(send.status, 200, `${send.via} ${send.kind} at ${send.start} ms: ${JSON.stringify(send.json)}`);
-        const expected = send.kind === 'channel' ? { delivered_to: 2, queued: 0, nodes: 2 } : { delivered_to: 1, queued: 0, nodes: 1 };
+        if (send.kind === 'offline') {
+          assert.equal(send.json.queued, 1, `${send.via} offline at ${send.start} ms queued`);
+          continue;
+        }
+        for (const target of send.kind === 'channel' ? ['fa', 'fb'] : [send.target]) {
+          assert.equal(counts.get(target)!.get(send.json.notification_id), 1, `${send.via} ${send.kind} at ${send.start} ms reached ${target}`);
+        }
+      }
+      const probes = record.probes.filter((p) => p.start >= record.backAt + 5000);
+      for (const probe of probes) assert.equal(probe.status, 200, `${probe.node} ${probe.path} at ${probe.start} ms`);
+    });
+
+    // After an outage longer than 3 × CLUSTER_SESSION_TTL_SECONDS (10 s > 9 s here) a node's
+    // janitor may remove the presence another node has just rewritten; that node notices at
+    // its next heartbeat (it is no longer listed) and writes it again.
+    test('after Redis is back, delivered_to, nodes and cluster status count the other node\'s connections again (SPEC §6.1, §6.2)', () => {
+      const settled = record.sends.filter((s) => s.start >= record.backAt + 5000 && s.status === 200);
+      for (const send of settled) {
+        const expected = send.kind === 'channel'
+          ? { delivered_to: 2, queued: 0, nodes: 2 }
+          : send.kind === 'offline' ? { delivered_to: 0, queued: 1, nodes: 0 } : { delivered_to: 1, queued: 0, nodes: 1 };
         assert.deepEqual({ delivered_to: send.json.delivered_to, queued: send.json.queued, nodes: send.json.nodes }, expected, `${send.via} ${send.kind} at ${send.start} ms`);
+      }
+      const status = record.probes.filter((p) => p.start >= record.backAt + 5000 && p.path === '/api/v1/cluster/status');
+      for (const probe of status) {
+        assert.deepEqual(probe.json.nodes.map((n: any) => [n.server_id, n.connections]), [['A', 2], ['B', 2]], `${probe.node} at ${probe.start} ms`);
       }
     });
 
-    test('every send answered 200 during the whole run reached its connected targets once or is replayed from the queue', (t) => {
-      const ok = record.sends.filter((s) => s.status === 200);
+    /** For each send answered 200 with these kinds: how its targets got it (live + replayed must be 1). */
+    const unaccounted = (kinds: SendKind[]) => {
       const counts = new Map([...record.clients].map(([name, client]) => [name, receivedCounts(client)]));
       const missing: string[] = [];
-      let queued = 0;
-      for (const send of ok) {
+      for (const send of record.sends.filter((s) => s.status === 200 && kinds.includes(s.kind))) {
         const id = send.json.notification_id as string;
-        const targets = send.kind === 'channel' ? ['fa', 'fb'] : [send.target];
-        for (const target of targets) {
-          const live = counts.get(target)!.get(id) ?? 0;
+        for (const target of send.kind === 'channel' ? ['fa', 'fb'] : [send.target]) {
+          const live = counts.get(target)?.get(id) ?? 0;
           const replays = record.replayed.get(target)?.filter((r) => r === id).length ?? 0;
-          if (send.json.queued > 0) queued++;
-          if (live + replays !== 1) missing.push(`${send.via} ${send.kind}→${target} at ${send.start} ms (${JSON.stringify(send.json)}): live ${live}, replayed ${replays}`);
+          if (live + replays !== 1) {
+            missing.push(`${send.via} ${send.kind}→${target} at ${send.start} ms (${JSON.stringify(send.json)}): live ${live}, replayed ${replays}`);
+          }
         }
       }
-      t.diagnostic(`${ok.length} sends answered 200 (${queued} of them queued) of ${record.sends.length}; ${missing.length} not accounted for`);
-      assert.deepEqual(missing, []);
-      // And no connection ever got a notification twice.
+      return missing;
+    };
+
+    test('every user send answered 200 during the whole run reached its user\'s connection once or is replayed from the durable queue once', (t) => {
+      const ok = record.sends.filter((s) => s.status === 200 && s.kind !== 'channel');
+      const queued = ok.filter((s) => s.json.queued > 0);
+      // The offline user's replay: the queued sends, and possibly sends answered 503 whose
+      // enqueue reached Redis although its answer did not (the 503 promises nothing either way).
+      const offlineReplay = record.replayed.get('uz')!;
+      const accepted = new Set(queued.filter((s) => s.target === 'uz').map((s) => s.json.notification_id as string));
+      const refusedButQueued = offlineReplay.filter((id) => !accepted.has(id)).length;
+      t.diagnostic(
+        `${ok.length} user sends answered 200 (${queued.length} of them queued, ${queued.filter((s) => s.start < record.downAt).length} before the outage) ` +
+          `of ${record.sends.filter((s) => s.kind !== 'channel').length}; the offline user's replay held ${offlineReplay.length} ` +
+          `(${refusedButQueued} of them from sends answered 503)`,
+      );
+      assert.ok(queued.filter((s) => s.start < record.downAt).length >= 5, 'queued entries from before the outage are part of the accounting');
+      assert.deepEqual(unaccounted(['local-user', 'remote-user', 'offline']), []);
+      assert.equal(new Set(offlineReplay).size, offlineReplay.length, 'the replay holds each id once');
+      // No connection ever got a notification twice.
       for (const [name, client] of record.clients) {
         const twice = [...receivedCounts(client)].filter(([, count]) => count > 1);
         assert.deepEqual(twice, [], `${name} duplicates`);
       }
     });
+
+    test(
+      'every channel send answered 200 during the whole run reached the subscribers on both nodes',
+      mode === 'SIGKILL'
+        ? { todo: 'a channel send through the node whose command connection is back first is lost for the other node until its pub/sub connection has resubscribed, yet answered 200 counting that node (see the report)' }
+        : {},
+      (t) => {
+        const missing = unaccounted(['channel']);
+        t.diagnostic(`${mode}: ${record.sends.filter((s) => s.status === 200 && s.kind === 'channel').length} channel sends answered 200; ${missing.length} deliveries missing: ${missing.join('; ')}`);
+        assert.deepEqual(missing, []);
+      },
+    );
   });
 }
 
