@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import type { Cluster, RemoteDelivery } from '../cluster/cluster.js';
 import { BackendUnavailableError } from '../storage/guard.js';
 import type { RedisQueue } from '../storage/queue/redis-queue.js';
-import { TRIGGER_ID_WINDOW_MS, triggerNotificationId } from '../triggers/trigger-id.js';
+import { TRIGGER_ID_WINDOW_MS, triggerKey, triggerNotificationId } from '../triggers/trigger-id.js';
 import type { TriggerRequest } from '../triggers/trigger-message.js';
 import type { Connection } from '../hub/connection.js';
 import { OutboundMessage } from '../hub/outbound.js';
@@ -163,8 +163,9 @@ export class Delivery {
     const { tenantId, target } = request;
     const live = this.#dispatcher.dispatch(tenantId, target, notification, this.#stores.acks !== null);
     if (live.reachedUsers) this.#trackReached(live.reachedUsers, notification);
-    const queued = await this.#queueTriggerOffline(cluster, tenantId, live.offlineUsers, notification);
-    const first = await cluster.claimOnce(`trigger:${notification.id}`, TRIGGER_ID_WINDOW_MS * 2);
+    const onceKey = triggerKey(channel, message);
+    const queued = await this.#queueTriggerOffline(cluster, tenantId, live.offlineUsers, notification, onceKey);
+    const first = await cluster.claimOnce(`trigger:${onceKey}`, TRIGGER_ID_WINDOW_MS * 2);
     if (first) {
       await this.#recordHistory(tenantId, target, notification);
       this.#record(tenantId, target.type, notification, { delivered: live.delivered, failed: live.failed, queued });
@@ -174,13 +175,22 @@ export class Delivery {
     }
   }
 
-  async #queueTriggerOffline(cluster: Cluster, tenantId: string, userIds: string[], notification: Notification) {
+  async #queueTriggerOffline(
+    cluster: Cluster,
+    tenantId: string,
+    userIds: string[],
+    notification: Notification,
+    onceKey: string,
+  ) {
     const queue = this.#stores.queue as RedisQueue | null;
     if (queue === null || userIds.length === 0 || notification.content.ttl === 0 || tenantId === ALL_TENANTS) return 0;
     const entry = this.#stored(notification, this.#options.queueTtlMs);
     const outcomes = await Promise.all(
       userIds.map((userId) =>
-        queue.enqueueIfOffline(tenantId, userId, entry, this.#options.maxQueuePerUser, cluster.userBusChannel(tenantId, userId), TRIGGER_ID_WINDOW_MS * 2),
+        queue.enqueueIfOffline(tenantId, userId, entry, this.#options.maxQueuePerUser, cluster.userBusChannel(tenantId, userId), {
+          name: onceKey,
+          ttlMs: TRIGGER_ID_WINDOW_MS * 2,
+        }),
       ),
     );
     const queued = outcomes.filter((outcome) => outcome.queued).length;

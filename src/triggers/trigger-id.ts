@@ -14,6 +14,15 @@ import { createHash } from 'node:crypto';
 const NAMESPACE = Buffer.from('6f0b1c3ae1d94c5a8f3e2b7d9a4c1e05', 'hex');
 export const TRIGGER_ID_WINDOW_MS = 10_000;
 
+/**
+ * What identifies one published message for "once per cluster" decisions
+ * (queue once, history once): the channel and the bytes, without the
+ * arrival window, so nodes on either side of a window boundary still agree.
+ */
+export function triggerKey(channel: string, message: string): string {
+  return createHash('sha1').update(`${channel}\n${message}`).digest('hex');
+}
+
 export function triggerNotificationId(channel: string, message: string, receivedAtMs: number): string {
   const window = Math.floor(receivedAtMs / TRIGGER_ID_WINDOW_MS);
   const hash = createHash('sha1').update(NAMESPACE).update(`${window}\n${channel}\n${message}`).digest();

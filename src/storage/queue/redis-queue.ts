@@ -160,8 +160,8 @@ export class RedisQueue implements OfflineQueue {
 
   /**
    * For trigger messages, which every node receives: queues only when no
-   * node listens on the user's bus channel and no other node queued this
-   * notification for the user within `dedupeMs`. Returns true when queued here.
+   * node listens on the user's bus channel and no other node queued the
+   * same message (`dedupe.name`) for the user within `dedupe.ttlMs`.
    */
   async enqueueIfOffline(
     tenantId: string,
@@ -169,14 +169,14 @@ export class RedisQueue implements OfflineQueue {
     entry: StoredNotification,
     maxSize: number,
     busChannel: string,
-    dedupeMs: number,
+    dedupe: { name: string; ttlMs: number },
   ): Promise<{ queued: boolean; dropped: number }> {
-    const dedupeKey = this.#redis.key('queue-once', tenantId, `${entry.id}:${userId}`);
+    const dedupeKey = this.#redis.key('queue-once', tenantId, `${dedupe.name}:${userId}`);
     const result = Number(
       await this.#enqueueIfOffline.run([...this.#enqueueKeys(tenantId, userId), dedupeKey], [
         ...this.#enqueueArgs(entry, maxSize),
         busChannel,
-        dedupeMs,
+        dedupe.ttlMs,
       ]),
     );
     return { queued: result >= 0, dropped: Math.max(0, result) };
