@@ -7,6 +7,7 @@
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { createRemoteJWKSet, decodeJwt, jwtVerify, SignJWT, type JWTPayload } from 'jose';
+import { checkRegisteredClaims, isHmacAlgorithm, verifyHmacJwt } from './hmac-jwt.js';
 import type { Config, JwtAlgorithm, TenantJwt } from '../config/types.js';
 import { DEFAULT_TENANT, isValidTenantId } from '../tenancy/tenant-id.js';
 
@@ -87,6 +88,16 @@ export class TokenVerifier {
   }
 
   async #verifySignatureAndTimes(token: string, key: VerificationKey): Promise<JWTPayload> {
+    const [algorithm] = key.algorithms;
+    if (key.algorithms.length === 1 && algorithm !== undefined && isHmacAlgorithm(algorithm)) {
+      try {
+        const payload = verifyHmacJwt(token, algorithm, key.key as Uint8Array);
+        checkRegisteredClaims(payload, { leewaySeconds: this.#leewaySeconds, issuer: this.#issuer, audience: this.#audience });
+        return payload;
+      } catch (error) {
+        throw new AuthError((error as Error).message);
+      }
+    }
     try {
       const { payload } = await jwtVerify(token, key.key as Uint8Array, {
         algorithms: key.algorithms,
