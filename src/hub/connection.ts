@@ -260,25 +260,26 @@ export class Connection {
 
   /** Ends the connection (idempotent); the owner hears about it once. */
   end(reason: CloseReason): void {
-    if (this.#ended) return;
-    this.#ended = true;
-    this.#lanes = null;
-    this.#backlogBytes = 0;
-    this.#resumeWindow = null;
-    this.#wakeDrainWaiters();
-    this.#transport.end(reason);
-    this.#owner.connectionEnded(this, reason);
+    if (this.#markEnded()) {
+      this.#transport.end(reason);
+      this.#owner.connectionEnded(this, reason);
+    }
   }
 
   /** The socket went away underneath us (peer closed or errored). */
   transportClosed(reason: CloseReason = 'client'): void {
-    if (this.#ended) return;
+    if (this.#markEnded()) this.#owner.connectionEnded(this, reason);
+  }
+
+  /** Releases what the connection holds; false when it had ended already. */
+  #markEnded(): boolean {
+    if (this.#ended) return false;
     this.#ended = true;
     this.#lanes = null;
     this.#backlogBytes = 0;
     this.#resumeWindow = null;
     this.#wakeDrainWaiters();
-    this.#owner.connectionEnded(this, reason);
+    return true;
   }
 
   /** True while messages wait in the backlog or the socket wants 'drain'. */
