@@ -198,3 +198,36 @@ export class CliProcess {
     throw new Error(`no /health answer on port ${port} within ${timeoutMs} ms\n${this.output()}`);
   }
 }
+
+/**
+ * Runs `ara-notify <args>` from source once, in an empty temporary working
+ * directory (so no .env is read) with exactly `env` plus PATH, and waits for
+ * it to exit; it is killed after 20 s. For start-up refusals.
+ */
+export async function runCliOnce(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const cwd = tempDir('cli-once');
+  try {
+    return await new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, ['--import', TSX_IMPORT, SRC_CLI, ...args], {
+        cwd,
+        env: { PATH: process.env.PATH ?? '', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      child.on('error', reject);
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        resolve({ code, stdout, stderr });
+      });
+    });
+  } finally {
+    rmSync(cwd, { recursive: true, force: true });
+  }
+}

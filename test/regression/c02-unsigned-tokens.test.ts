@@ -8,18 +8,13 @@
  * production with no JWT secret or key, and with a secret under 32 bytes.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { parseConfig } from '../../src/config/config.ts';
+import { runCliOnce } from '../helpers/cli-process.ts';
 import { TestSse, TestWs, type HandshakeRefusal } from '../helpers/clients.ts';
 import { TEST_SECRET, startTestNode, type TestNode } from '../helpers/node.ts';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const INVALID_TOKEN = { error: { code: 'UNAUTHORIZED', message: 'Invalid token' } };
 
 const b64url = (value: string | Buffer) => Buffer.from(value).toString('base64url');
@@ -79,31 +74,8 @@ function assertInvalidToken(refusal: HandshakeRefusal, what: string): void {
   assert.deepEqual(refusal.json, INVALID_TOKEN, `${what}: body`);
 }
 
-/** Runs `node --import tsx src/cli.ts serve` in an empty temp dir with exactly `env`. */
-async function runCliServe(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const cwd = await mkdtemp(join(tmpdir(), 'ara-c02-'));
-  try {
-    return await new Promise((resolve, reject) => {
-      const child = spawn(
-        process.execPath,
-        ['--import', pathToFileURL(join(ROOT, 'node_modules/tsx/dist/loader.mjs')).href, join(ROOT, 'src/cli.ts'), 'serve'],
-        { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      child.on('error', reject);
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
-    });
-  } finally {
-    await rm(cwd, { recursive: true, force: true });
-  }
-}
+/** `ara-notify serve` in an empty temp dir with exactly `env`. */
+const runCliServe = (env: Record<string, string>) => runCliOnce(['serve'], env);
 
 describe('C02 unsigned tokens are refused on /ws and /sse (SPEC §2)', () => {
   let node: TestNode;

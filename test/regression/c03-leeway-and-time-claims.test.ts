@@ -8,18 +8,13 @@
  * and 1e12 stops the start with a clear message.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { parseConfig } from '../../src/config/config.ts';
+import { runCliOnce } from '../helpers/cli-process.ts';
 import { TestSse, TestWs, type HandshakeRefusal } from '../helpers/clients.ts';
 import { BASE_ENV, TEST_SECRET, startTestNode, type TestNode } from '../helpers/node.ts';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const INVALID_TOKEN = { error: { code: 'UNAUTHORIZED', message: 'Invalid token' } };
 
 /** An HS256 token with exactly these claims (no defaults added). */
@@ -43,30 +38,8 @@ async function refusalOf(open: () => Promise<TestWs | TestSse>): Promise<Handsha
   throw new Error('the connection was accepted');
 }
 
-async function runCliServe(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const cwd = await mkdtemp(join(tmpdir(), 'ara-c03-'));
-  try {
-    return await new Promise((resolve, reject) => {
-      const child = spawn(
-        process.execPath,
-        ['--import', pathToFileURL(join(ROOT, 'node_modules/tsx/dist/loader.mjs')).href, join(ROOT, 'src/cli.ts'), 'serve'],
-        { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      child.on('error', reject);
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
-    });
-  } finally {
-    await rm(cwd, { recursive: true, force: true });
-  }
-}
+/** `ara-notify serve` in an empty temp dir with exactly `env`. */
+const runCliServe = (env: Record<string, string>) => runCliOnce(['serve'], env);
 
 describe('C03 time claims with JWT_LEEWAY_SECONDS=30 on /ws and /sse (SPEC §2)', () => {
   let node: TestNode;
