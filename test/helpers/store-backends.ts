@@ -65,21 +65,25 @@ export class BackendScope {
   async cleanup(): Promise<void> {
     await Promise.allSettled(this.#nodes.splice(0).map((node) => node.stop()));
     for (const schema of this.#schemas.splice(0)) await schema.drop();
-    if (this.#prefixes.length > 0) {
-      const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
-      await redis.connect();
-      try {
-        for (const prefix of this.#prefixes.splice(0)) {
-          let cursor = '0';
-          do {
-            const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-            cursor = next;
-            if (keys.length > 0) await redis.del(...keys);
-          } while (cursor !== '0');
-        }
-      } finally {
-        redis.disconnect();
-      }
+    await deleteRedisKeys(this.#prefixes.splice(0));
+  }
+}
+
+/** Deletes every key under each REDIS_KEY_PREFIX given (SCAN, never KEYS). */
+export async function deleteRedisKeys(prefixes: readonly string[]): Promise<void> {
+  if (prefixes.length === 0) return;
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await redis.connect();
+  try {
+    for (const prefix of prefixes) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length > 0) await redis.del(...keys);
+      } while (cursor !== '0');
     }
+  } finally {
+    redis.disconnect();
   }
 }

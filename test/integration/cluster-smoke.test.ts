@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { Redis } from 'ioredis';
 import { TestWs } from '../helpers/clients.ts';
+import { deleteRedisKeys } from '../helpers/store-backends.ts';
 import { startTestNode, sleep, type TestNode } from '../helpers/node.ts';
 
 describe('two nodes sharing Redis (SPEC §8)', () => {
@@ -25,10 +25,7 @@ describe('two nodes sharing Redis (SPEC §8)', () => {
   after(async () => {
     await a.stop();
     await b.stop();
-    const redis = new Redis('redis://127.0.0.1:6379');
-    const keys = await redis.keys(`${prefix}:*`);
-    if (keys.length > 0) await redis.del(...keys);
-    await redis.quit();
+    await deleteRedisKeys([prefix]);
   });
 
   test('a user on node B receives a send made through node A, once', async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { Redis } from 'ioredis';
+import { deleteRedisKeys } from '../helpers/store-backends.ts';
 import { startTestNode, type TestNode } from '../helpers/node.ts';
 
 describe('RATELIMIT_BACKEND=redis: buckets shared by nodes (SPEC §1)', () => {
@@ -25,10 +25,7 @@ describe('RATELIMIT_BACKEND=redis: buckets shared by nodes (SPEC §1)', () => {
   after(async () => {
     await a.stop();
     await b.stop();
-    const redis = new Redis('redis://127.0.0.1:6379');
-    const keys = await redis.keys(`${prefix}:*`);
-    if (keys.length > 0) await redis.del(...keys);
-    await redis.quit();
+    await deleteRedisKeys([prefix]);
   });
 
   test('one caller spending through two nodes draws from one bucket', async () => {
