@@ -14,7 +14,8 @@ export function sha256Hex(value: string): string {
   return hash('sha256', value, 'hex');
 }
 
-function sha256(value: string): Buffer {
+/** The raw SHA-256 of a secret, for constant-time comparison of fixed-length digests. */
+export function sha256(value: string): Buffer {
   return hash('sha256', value, 'buffer') as unknown as Buffer;
 }
 

@@ -3,9 +3,9 @@
  * and load balancers, liveness and readiness for orchestrators, metrics.
  * Counts appear in /health only for a caller with a valid API key.
  */
-import { timingSafeEqual, createHash } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import type { ApiKeyAuthority } from '../../auth/api-key.js';
+import { sha256, type ApiKeyAuthority } from '../../auth/api-key.js';
 import { ApiError } from '../../errors.js';
 import type { Hub } from '../../hub/hub.js';
 import type { Metrics } from '../../ops/metrics.js';
@@ -57,21 +57,17 @@ export function registerOpsRoutes(app: FastifyInstance, deps: OpsRouteDeps): voi
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready' });
   });
 
-  const expected = deps.metricsToken ? digest(deps.metricsToken) : null;
+  const expected = deps.metricsToken ? sha256(deps.metricsToken) : null;
   app.get('/metrics', async (request, reply) => {
     if (expected !== null) {
       const presented = /^Bearer (.+)$/i.exec(request.headers.authorization ?? '')?.[1];
-      if (presented === undefined || !timingSafeEqual(digest(presented), expected)) {
+      if (presented === undefined || !timingSafeEqual(sha256(presented), expected)) {
         throw new ApiError('UNAUTHORIZED', 'Metrics require the bearer token');
       }
     }
     const text = await deps.metrics.registry.metrics();
     return reply.header('Content-Type', deps.metrics.registry.contentType).send(text);
   });
-}
-
-function digest(value: string): Buffer {
-  return createHash('sha256').update(value, 'utf8').digest();
 }
 
 /** The tenant an operator names with X-Tenant-ID; null = every tenant (no, or a malformed, header). */
