@@ -14,6 +14,16 @@
  * The sending node delivers to its own connections directly: local
  * delivery never waits on Redis.
  *
+ * Pub/sub forgets what it could not deliver, so channel and broadcast
+ * messages (which have no queue behind them) are also appended, in the same
+ * script as the PUBLISH, to a short log stream. A node whose pub/sub link
+ * dropped (Redis restarted, CLIENT KILL, a network blip) reads the log from
+ * just before the drop once it has resubscribed, and delivers what it
+ * missed; ids it already delivered are dropped. Without this, a send taken
+ * by a node that reconnected first is answered 200 and never reaches a
+ * node still resubscribing. User messages need no log: the publish-or-
+ * enqueue script queues them when no node heard them.
+ *
  * Bus message: one JSON header line, then the notification JSON exactly as
  * built by the sender (never serialised again):
  *   {"o":origin node,"t":tenant or "*","k":"u"|"c"|"b","i":id,"l":lane,"c":[channels]?,"a":audience?}
@@ -28,7 +38,7 @@ import { OutboundMessage } from '../hub/outbound.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { RedisService } from '../redis/redis-service.js';
 import type { RedisQueue } from '../storage/queue/redis-queue.js';
-import { unescapeTail } from '../storage/redis/redis-connection.js';
+import { unescapeTail, type RedisScript } from '../storage/redis/redis-connection.js';
 import type { StoredNotification } from '../storage/types.js';
 import { ClusterPresence, type RemoteCounts } from './presence.js';
 
@@ -58,8 +68,38 @@ export interface RouteResult {
   remoteNodes: number;
 }
 
-/** Remote notification ids remembered to give a connection one copy when several channels match. */
-const SEEN_IDS = 4096;
+/**
+ * Remote channel/broadcast notification ids remembered: a connection in
+ * several targeted channels gets one copy, and a catch-up read of the bus
+ * log skips what was already delivered live.
+ */
+const SEEN_IDS = 16_384;
+
+/** The bus log keeps at most this many entries … */
+const BUS_LOG_MAX_ENTRIES = 10_000;
+/** … and none older than this: a node resubscribing later than this has lost the messages. */
+const BUS_LOG_WINDOW_MS = 60_000;
+/** A catch-up reads from this long before the link was lost: clocks of nodes and Redis differ a little. */
+const CATCH_UP_MARGIN_MS = 2000;
+/** Entries per XRANGE page during a catch-up. */
+const CATCH_UP_PAGE = 500;
+/** How long a catch-up waits for the command connection, which may come back after pub/sub. */
+const CATCH_UP_PATIENCE_MS = 30_000;
+
+/**
+ * XADD to the bus log (trimmed by count and by age), then PUBLISH on each
+ * bus channel. KEYS[1] log; ARGV: max entries, window ms, message, channels…
+ * Returns the receivers per channel.
+ */
+const BUS_PUBLISH = `
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[3])
+local now = redis.call('TIME')
+local oldest = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[2])
+redis.call('XTRIM', KEYS[1], 'MINID', '~', oldest)
+local receivers = {}
+for i = 4, #ARGV do receivers[#receivers + 1] = redis.call('PUBLISH', ARGV[i], ARGV[3]) end
+return receivers
+`;
 
 export class Cluster implements HubListener {
   readonly presence: ClusterPresence;
@@ -69,10 +109,13 @@ export class Cluster implements HubListener {
   readonly #metrics: Metrics;
   readonly #busPrefix: string;
   readonly #broadcastChannel: string;
+  readonly #busLogKey: string;
+  readonly #busPublish: RedisScript;
   readonly #seen = new Set<string>();
   /** Subscriptions of users in flight: a replay waits for its user's. */
   readonly #userSubscriptions = new Map<string, Promise<void>>();
   #onRemote: (delivery: RemoteDelivery) => void = () => {};
+  #stopped = false;
 
   constructor(config: Config, redis: RedisService, hub: Hub, metrics: Metrics, log: Logger) {
     this.#redis = redis;
@@ -81,6 +124,9 @@ export class Cluster implements HubListener {
     this.#metrics = metrics;
     this.#busPrefix = `${redis.connection.keyPrefix}:bus:`;
     this.#broadcastChannel = redis.connection.globalKey('bus-broadcast');
+    this.#busLogKey = redis.connection.globalKey('bus-log');
+    this.#busPublish = redis.connection.defineScript('araBusPublish', 1, BUS_PUBLISH);
+    redis.subscriber.onResubscribed((lostAtMs) => void this.#catchUp(lostAtMs));
     this.presence = new ClusterPresence(redis, hub, this.#nodeId, config.cluster.sessionTtlMs, this.#log);
     hub.addListener(this);
   }
@@ -99,6 +145,7 @@ export class Cluster implements HubListener {
   }
 
   async stop(): Promise<void> {
+    this.#stopped = true;
     await this.presence.stop();
   }
 
@@ -210,15 +257,19 @@ export class Cluster implements HubListener {
       case 'channel':
       case 'channels': {
         const channels = target.type === 'channel' ? [target.channel] : [...new Set(target.channels)];
-        await Promise.all(
-          channels.map((channel) => this.#redis.guarded(() => client.publish(this.#channelChannel(tenantId, channel), message))),
-        );
+        await this.#publishLogged(channels.map((channel) => this.#channelChannel(tenantId, channel)), message);
         return 0;
       }
       case 'broadcast':
-        await this.#redis.guarded(() => client.publish(this.#broadcastChannel, message));
+        await this.#publishLogged([this.#broadcastChannel], message);
         return 0;
     }
+  }
+
+  async #publishLogged(busChannels: string[], message: string): Promise<void> {
+    await this.#redis.guarded(() =>
+      this.#busPublish.run([this.#busLogKey], [BUS_LOG_MAX_ENTRIES, BUS_LOG_WINDOW_MS, message, ...busChannels]),
+    );
   }
 
   /** What other nodes hold for the target, from presence (SPEC §6.1 `delivered_to` in cluster mode). */
@@ -257,20 +308,23 @@ export class Cluster implements HubListener {
   // -------------------------------------------------------------------------
   // Receiving
 
-  /** A message on one of this node's bus channels. */
-  receive(channel: string, message: string): void {
+  /**
+   * A message on one of this node's bus channels (or from the bus log, with
+   * no channel). True when it was handed on for local delivery.
+   */
+  receive(channel: string, message: string): boolean {
     const newline = message.indexOf('\n');
-    if (newline < 0) return;
+    if (newline < 0) return false;
     let header: BusHeader;
     try {
       header = JSON.parse(message.slice(0, newline)) as BusHeader;
     } catch {
       this.#log.warn({ channel }, 'ignored a malformed cluster bus message');
-      return;
+      return false;
     }
-    if (header.o === this.#nodeId) return;
+    if (header.o === this.#nodeId) return false;
     const target = this.#targetOf(header, channel);
-    if (target === null || this.#alreadyDelivered(header)) return;
+    if (target === null || this.#alreadyDelivered(header)) return false;
     this.#metrics.clusterMessages.inc({ direction: 'received' });
     const json = message.slice(newline + 1);
     const content = header.a === undefined ? { eventType: '', payload: null, priority: 'Normal' as const } : {
@@ -284,6 +338,7 @@ export class Cluster implements HubListener {
       message: new OutboundMessage(json, 'notification', header.l, header.i),
     };
     this.#onRemote({ tenantId: header.t, target, notification });
+    return true;
   }
 
   #targetOf(header: BusHeader, channel: string): Target | null {
@@ -304,6 +359,40 @@ export class Cluster implements HubListener {
     this.#seen.add(header.i);
     if (this.#seen.size > SEEN_IDS) this.#seen.delete(this.#seen.values().next().value!);
     return false;
+  }
+
+  /**
+   * After the pub/sub link came back: delivers the channel and broadcast
+   * messages logged since just before it was lost that this node did not
+   * get live (the others are recognised by id). Runs once the command
+   * connection is up too; gives up, with a warning, after a long wait.
+   */
+  async #catchUp(lostAtMs: number): Promise<void> {
+    const giveUpAt = Date.now() + CATCH_UP_PATIENCE_MS;
+    let start = String(Math.max(0, lostAtMs - CATCH_UP_MARGIN_MS));
+    let delivered = 0;
+    for (;;) {
+      let page: [string, string[]][];
+      try {
+        page = await this.#redis.guarded(() =>
+          this.#redis.connection.client.xrange(this.#busLogKey, start, '+', 'COUNT', CATCH_UP_PAGE),
+        );
+      } catch (error) {
+        if (Date.now() > giveUpAt || this.#stopped) {
+          this.#log.warn({ err: error }, 'bus catch-up abandoned: messages sent while the pub/sub link was down may be missing here');
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        continue;
+      }
+      for (const [, fields] of page) {
+        const message = fields[1];
+        if (message !== undefined && this.receive('', message)) delivered++;
+      }
+      if (page.length < CATCH_UP_PAGE) break;
+      start = `(${page[page.length - 1]![0]}`;
+    }
+    this.#log.info({ delivered, since: new Date(lostAtMs).toISOString() }, 'bus catch-up after the pub/sub link came back');
   }
 
   /** The bus channel a user's node listens on; trigger queueing asks Redis who listens. */

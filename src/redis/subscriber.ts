@@ -11,6 +11,13 @@ import type { Logger } from 'pino';
 
 export type MessageHandler = (channel: string, message: string) => void;
 
+/**
+ * Called once every wanted channel is subscribed again after a reconnect;
+ * `lostAtMs` is when the previous connection went away (local clock), so
+ * the caller can look for what was published while nobody listened.
+ */
+export type ResubscribedHandler = (lostAtMs: number) => void;
+
 /** Channels per SUBSCRIBE command when many are (re)subscribed at once. */
 const SUBSCRIBE_CHUNK = 1000;
 
@@ -29,6 +36,9 @@ export class RedisSubscriber {
   readonly #confirmedPatterns = new Set<string>();
   readonly #waiters = new Map<string, Waiter[]>();
   #handler: MessageHandler = () => {};
+  #resubscribed: ResubscribedHandler = () => {};
+  /** When the link was lost; null while connected or before the first connect. */
+  #lostAtMs: number | null = null;
   #flushScheduled = false;
   #closed = false;
 
@@ -39,6 +49,8 @@ export class RedisSubscriber {
     client.on('pmessage', (_pattern: string, channel: string, message: string) => this.#handler(channel, message));
     client.on('ready', () => this.#resubscribeAll());
     client.on('close', () => {
+      // Reconnect attempts close again: the first loss is where the gap starts.
+      this.#lostAtMs ??= Date.now();
       this.#confirmed.clear();
       this.#confirmedPatterns.clear();
     });
@@ -49,6 +61,10 @@ export class RedisSubscriber {
 
   onMessage(handler: MessageHandler): void {
     this.#handler = handler;
+  }
+
+  onResubscribed(handler: ResubscribedHandler): void {
+    this.#resubscribed = handler;
   }
 
   get ready(): boolean {
@@ -138,6 +154,8 @@ export class RedisSubscriber {
 
   #resubscribeAll(): void {
     if (this.#closed) return;
+    const lostAtMs = this.#lostAtMs;
+    this.#lostAtMs = null;
     this.#confirmed.clear();
     this.#confirmedPatterns.clear();
     this.#log.info(
@@ -150,7 +168,17 @@ export class RedisSubscriber {
         (error: Error) => this.#log.warn({ err: error }, 'psubscribe failed'),
       );
     }
-    this.#scheduleFlush();
+    void this.#flush().then(() => {
+      if (lostAtMs === null || this.#closed || !this.ready) return;
+      const missing = [...this.#wantedChannels].filter((channel) => !this.#confirmed.has(channel)).length;
+      if (missing > 0) {
+        // Only a failed SUBSCRIBE on a live link gets here; the next reconnect retries it.
+        this.#log.warn({ missing }, 'redis pub/sub resubscribe incomplete');
+        this.#lostAtMs = lostAtMs;
+        return;
+      }
+      this.#resubscribed(lostAtMs);
+    });
   }
 
   #settle(channel: string, error: Error | null): void {

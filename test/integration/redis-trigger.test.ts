@@ -346,6 +346,48 @@ describe('Redis trigger on a three-node cluster (SPEC §8)', () => {
     for (const client of clients) assert.equal(client.ws.socket.readyState, 1, `${client.name} still open`);
     t.diagnostic(`pub/sub resubscribed on all three nodes ${resubscribedMs} ms after CLIENT KILL TYPE pubsub`);
   });
+
+  // SPEC §8 / §6.1: a 200 means delivered. Pub/sub drops what nobody hears, so a channel or
+  // broadcast send taken while the other nodes' pub/sub links are down must still reach
+  // them: they read the bus log once they have resubscribed. The links are held down
+  // deterministically: the default user is switched off, so reconnects fail (NOAUTH)
+  // while the nodes' command connections, already authenticated, keep working.
+  test('a channel or broadcast send taken while other nodes are resubscribing reaches them once, from the bus log', async (t) => {
+    const admin = ['--user', 'trig-admin', '--pass', 'trig-admin-pass', '--no-auth-warning'];
+    await cli(port, ['ACL', 'SETUSER', 'trig-admin', 'on', '>trig-admin-pass', 'allcommands', 'allkeys', 'allchannels']);
+    await cli(port, ['ACL', 'SETUSER', 'default', 'off']);
+    let sends: { channel: any; broadcast: any };
+    try {
+      assert.equal(await cli(port, [...admin, 'CLIENT', 'KILL', 'TYPE', 'pubsub']), '3');
+      await sleep(300);
+      assert.equal((await cli(port, [...admin, 'CLIENT', 'LIST', 'TYPE', 'pubsub'])).trim(), '', 'no pub/sub link is back');
+      const channel = await nodes[0]!.api('POST', '/api/v1/notifications/channel', { channel: 'news', event_type: 'gap', payload: {} }, { 'x-tenant-id': 'acme' });
+      const broadcast = await nodes[1]!.api('POST', '/api/v1/notifications/broadcast', { event_type: 'gap', payload: {} }, { 'x-tenant-id': 'acme' });
+      sends = { channel: channel.json, broadcast: broadcast.json };
+      assert.equal(channel.status, 200, JSON.stringify(channel.json));
+      assert.equal(broadcast.status, 200, JSON.stringify(broadcast.json));
+    } finally {
+      await cli(port, [...admin, 'ACL', 'SETUSER', 'default', 'on']);
+    }
+    const expected: [string, string, string[]][] = [
+      ['channel', sends.channel.notification_id, ['u2@1', 'u3@2']],
+      ['broadcast', sends.broadcast.notification_id, ['u1@0', 'u1@2', 'u2@1', 'u3@2']],
+    ];
+    for (const [, id, names] of expected) {
+      for (const name of names) await waitFor(`${id} at ${name}`, () => by(name).ws.messages.some((m) => m.id === id), 10_000);
+    }
+    await sleep(500);
+    for (const [kind, id, names] of expected) {
+      for (const client of clients) {
+        const count = client.ws.messages.filter((m) => m.type === 'notification' && m.id === id).length;
+        assert.equal(count, names.includes(client.name) ? 1 : 0, `${kind} copies at ${client.name}`);
+      }
+    }
+    const caughtUp = nodes.map((node) => node.lines.map((line) => JSON.parse(line)).filter((e) => e.msg === 'bus catch-up after the pub/sub link came back').at(-1)?.delivered);
+    t.diagnostic(`bus catch-up deliveries per node: ${JSON.stringify(caughtUp)}`);
+    // Node 0 missed the broadcast, node 1 the channel send (it sent the broadcast), node 2 both.
+    assert.deepEqual(caughtUp, [1, 1, 2]);
+  });
 });
 
 describe('Redis trigger on a single node (SPEC §8)', () => {
