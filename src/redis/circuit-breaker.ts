@@ -65,6 +65,11 @@ export class CircuitBreaker {
     }
   }
 
+  /** Opens at once, whatever the count: Redis is known to be unusable (it stopped answering). */
+  trip(): void {
+    if (this.#state !== 'open') this.#moveTo('open');
+  }
+
   /** Evidence of recovery (a reconnect): try calls again now instead of after the timeout. */
   allowTrial(): void {
     if (this.#state === 'open') this.#moveTo('half_open');

@@ -3,17 +3,44 @@
  * shared by the stores, the cluster and the rate limiter, one pub/sub
  * connection, and the circuit breaker that makes an outage cost nothing
  * but fast failures. It also answers what /health and /stats report.
+ *
+ * A Redis that stops answering but keeps its TCP connection (frozen,
+ * SIGSTOP, a stuck host, a network that drops packets without a reset)
+ * gives no error: every call would wait for the command timeout. A probe
+ * (PING every 250 ms, one at a time) notices within about a second: the
+ * breaker opens, calls in flight fail at once instead of waiting, and new
+ * calls fail until a probe is answered again. Calls failed this way may
+ * still run when Redis wakes up: their commands were already sent.
  */
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.js';
 import type { Metrics } from '../ops/metrics.js';
 import { RedisConnection } from '../storage/redis/redis-connection.js';
-import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
+import { CircuitBreaker, CircuitOpenError, type BreakerState } from './circuit-breaker.js';
 import { RedisSubscriber } from './subscriber.js';
 
 export type RedisHealth = 'healthy' | 'reconnecting' | 'circuit_open';
 
 const BREAKER_GAUGE: Record<BreakerState, number> = { closed: 0, open: 1, half_open: 2 };
+
+const PROBE_EVERY_MS = 250;
+/** A probe unanswered this long means Redis stopped answering. */
+const UNRESPONSIVE_AFTER_MS = 1000;
+
+/** Settles (rejects) when Redis is found unresponsive; calls in flight race it. */
+class StallSignal {
+  readonly promise: Promise<never>;
+  readonly fire: () => void;
+
+  constructor() {
+    let fire!: () => void;
+    this.promise = new Promise<never>((_, reject) => {
+      fire = () => reject(new CircuitOpenError());
+    });
+    this.promise.catch(() => {}); // only racing callers care
+    this.fire = fire;
+  }
+}
 
 export class RedisService {
   readonly connection: RedisConnection;
@@ -22,6 +49,11 @@ export class RedisService {
   readonly #log: Logger;
   #reconnections = 0;
   #everReady = false;
+  #probe: NodeJS.Timeout | null = null;
+  /** When the PING in flight was sent; null when none is. */
+  #probeSentAtMs: number | null = null;
+  #unresponsive = false;
+  #stall = new StallSignal();
 
   constructor(config: Config, log: Logger, metrics: Metrics) {
     this.#log = log.child({ component: 'redis' });
@@ -59,7 +91,7 @@ export class RedisService {
 
   get status(): RedisHealth {
     // Half-open is still unproven: degraded until the trial calls succeed.
-    if (this.breaker.state !== 'closed') return 'circuit_open';
+    if (this.#unresponsive || this.breaker.state !== 'closed') return 'circuit_open';
     return this.connection.ready ? 'healthy' : 'reconnecting';
   }
 
@@ -76,17 +108,65 @@ export class RedisService {
     };
   }
 
-  /** Runs a Redis call through the breaker: fails at once while it is open. */
+  /**
+   * Runs a Redis call through the breaker: fails at once while it is open
+   * or Redis is unresponsive, and as soon as Redis is found unresponsive.
+   */
   guarded<T>(call: () => Promise<T>): Promise<T> {
-    return this.breaker.run(call);
+    if (this.#unresponsive) return Promise.reject(new CircuitOpenError());
+    const stall = this.#stall.promise;
+    return this.breaker.run(() => Promise.race([call(), stall]));
   }
 
   async start(): Promise<void> {
     await this.connection.start();
     await this.subscriber.start();
+    this.#probe = setInterval(() => this.#checkResponsive(), PROBE_EVERY_MS);
+    this.#probe.unref();
+  }
+
+  #checkResponsive(): void {
+    const client = this.connection.client;
+    if (!this.connection.ready) {
+      // Disconnected: ioredis reports it, and commands fail at once without a probe.
+      this.#probeSentAtMs = null;
+      return;
+    }
+    if (this.#probeSentAtMs === null) {
+      const sentAt = (this.#probeSentAtMs = Date.now());
+      client.ping().then(
+        () => {
+          if (this.#probeSentAtMs === sentAt) this.#probeSentAtMs = null;
+          if (this.#unresponsive) this.#answeredAgain();
+        },
+        () => {
+          if (this.#probeSentAtMs === sentAt) this.#probeSentAtMs = null;
+        },
+      );
+      return;
+    }
+    if (this.#unresponsive || Date.now() - this.#probeSentAtMs < UNRESPONSIVE_AFTER_MS) return;
+    // This process may itself have been too busy to read the answer: look again after
+    // the poll phase has read what the socket holds.
+    setImmediate(() => {
+      if (this.#unresponsive || this.#probeSentAtMs === null || Date.now() - this.#probeSentAtMs < UNRESPONSIVE_AFTER_MS) return;
+      this.#unresponsive = true;
+      this.#log.warn({ redis: this.connection.target, waitedMs: Date.now() - this.#probeSentAtMs }, 'redis stopped answering; failing calls until it does');
+      this.breaker.trip();
+      this.#stall.fire();
+      this.#stall = new StallSignal();
+    });
+  }
+
+  #answeredAgain(): void {
+    this.#unresponsive = false;
+    this.#log.info({ redis: this.connection.target }, 'redis answers again');
+    this.breaker.allowTrial();
   }
 
   async close(): Promise<void> {
+    if (this.#probe) clearInterval(this.#probe);
+    this.#probe = null;
     await this.subscriber.close();
     await this.connection.close();
   }

@@ -45,6 +45,23 @@ describe('CircuitBreaker (SPEC §1 REDIS_CIRCUIT_BREAKER_*)', () => {
   });
 });
 
+describe('CircuitBreaker.trip (Redis found unresponsive)', () => {
+  test('opens at once from closed with no failure counted, refuses calls, and half-opens after the reset timeout', async () => {
+    const changes: string[] = [];
+    const breaker = new CircuitBreaker({ failureThreshold: 5, successThreshold: 1, resetTimeoutMs: 50, onChange: (s) => changes.push(s) });
+    breaker.trip();
+    assert.equal(breaker.state, 'open');
+    assert.equal(breaker.failures, 0);
+    await assert.rejects(breaker.run(async () => 'never'), CircuitOpenError);
+    breaker.trip();
+    assert.deepEqual(changes, ['open'], 'tripping an open breaker changes nothing');
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    assert.equal(await breaker.run(async () => 'ok'), 'ok');
+    assert.equal(breaker.state, 'closed');
+    assert.deepEqual(changes, ['open', 'half_open', 'closed']);
+  });
+});
+
 describe('backoffDelay (SPEC §1 REDIS_BACKOFF_*)', () => {
   test('grows as initial × 2^attempt under full jitter and is capped at the maximum', () => {
     assert.equal(backoffDelay(0, 100, 30_000, () => 0.999999), 99);
