@@ -284,9 +284,10 @@ export class Cluster implements HubListener {
       case 'channels':
         return this.presence.channelCounts(tenantId, [...new Set(target.channels)]);
       case 'broadcast':
-        // Roles cannot be counted remotely: every tenant connection is counted.
-        if (audience?.type === 'Users' && tenantId !== ALL_TENANTS) return this.presence.userCounts(tenantId, audience.value);
-        if (audience?.type === 'Channels' && tenantId !== ALL_TENANTS) return this.presence.channelCounts(tenantId, audience.value);
+        if (audience?.type === 'Roles' && tenantId !== ALL_TENANTS) return this.presence.roleCounts(tenantId, [...new Set(audience.value)]);
+        if (audience?.type === 'Users' && tenantId !== ALL_TENANTS) return this.presence.userCounts(tenantId, [...new Set(audience.value)]);
+        if (audience?.type === 'Channels' && tenantId !== ALL_TENANTS) return this.presence.channelCounts(tenantId, [...new Set(audience.value)]);
+        // A trigger broadcast to every tenant answers no one: it counts every connection, audience or not.
         return this.presence.tenantCounts(tenantId === ALL_TENANTS ? null : tenantId);
     }
   }

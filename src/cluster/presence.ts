@@ -11,7 +11,15 @@
  * - `<p>:cluster-sessions:<t>:<user>`   HASH `<node>|<connection id>` → session JSON
  * - `<p>:cluster-tenant-conns:<t>`      HASH node id → the tenant's connections there
  * - `<p>:cluster-channel-subs:<t>:<ch>` HASH node id → that channel's subscribers there
+ * - `<p>:cluster-channel-members:<t>:<ch>` SET `<node>|<connection id>` of those subscribers
+ * - `<p>:cluster-role-conns:<t>:<role>` HASH node id → connections holding that JWT role there
+ * - `<p>:cluster-role-members:<t>:<role>` SET `<node>|<connection id>` of those connections
  * - `<p>:cluster-node-keys:<node>`      SET of the keys above a node wrote into
+ *
+ * Counts answer a send to one channel or one role in O(1). A send to several
+ * channels (or roles) must count a connection in two of them once (SPEC
+ * §6.1 "the target's connections"), so it counts the union of the member
+ * sets in Redis: O(members), paid only by such sends.
  *
  * Writes are fire-and-forget from the connection path (local delivery never
  * waits on Redis); when Redis comes back after an outage, the node rewrites
@@ -21,7 +29,7 @@ import type { Logger } from 'pino';
 import type { Connection } from '../hub/connection.js';
 import type { Hub } from '../hub/hub.js';
 import type { RedisService } from '../redis/redis-service.js';
-import { globEscape, pipelineResults } from '../storage/redis/redis-connection.js';
+import { globEscape, pipelineResults, type RedisScript } from '../storage/redis/redis-connection.js';
 
 export interface SessionInfo {
   connection_id: string;
@@ -40,12 +48,37 @@ export interface NodeInfo {
 /** Remote connections of a target, per live node other than this one. */
 export type RemoteCounts = Map<string, number>;
 
+/**
+ * Distinct members of the sets in KEYS, counted per node (the part of a
+ * member before its last `|`); ARGV[1] is this node, left out.
+ * Returns a flat list: node, count, node, count…
+ */
+const UNION_COUNTS = `
+local seen, counts, order = {}, {}, {}
+for i = 1, #KEYS do
+  for _, member in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+    if not seen[member] then
+      seen[member] = true
+      local node = string.match(member, '^(.*)|')
+      if node and node ~= ARGV[1] then
+        if not counts[node] then counts[node] = 0; order[#order + 1] = node end
+        counts[node] = counts[node] + 1
+      end
+    end
+  end
+end
+local out = {}
+for _, node in ipairs(order) do out[#out + 1] = node; out[#out + 1] = counts[node] end
+return out
+`;
+
 export class ClusterPresence {
   readonly #redis: RedisService;
   readonly #hub: Hub;
   readonly #nodeId: string;
   readonly #ttlMs: number;
   readonly #log: Logger;
+  readonly #unionCounts: RedisScript;
   #heartbeat: NodeJS.Timeout | null = null;
 
   constructor(redis: RedisService, hub: Hub, nodeId: string, ttlMs: number, log: Logger) {
@@ -54,6 +87,7 @@ export class ClusterPresence {
     this.#nodeId = nodeId;
     this.#ttlMs = ttlMs;
     this.#log = log;
+    this.#unionCounts = redis.connection.defineScript('araPresenceUnionCounts', null, UNION_COUNTS);
     redis.connection.client.on('ready', () => void this.resync());
   }
 
@@ -82,30 +116,47 @@ export class ClusterPresence {
   connectionOpened(connection: Connection): void {
     this.#write((pipeline, keys) => {
       const sessions = this.#sessionsKey(connection.tenantId, connection.userId);
-      pipeline.hset(sessions, this.#field(connection), this.#session(connection));
+      const field = this.#field(connection);
+      pipeline.hset(sessions, field, this.#session(connection));
       pipeline.hincrby(this.#tenantConnsKey(connection.tenantId), this.#nodeId, 1);
       pipeline.hincrby(this.#key('cluster-node-conns'), this.#nodeId, 1);
       keys.push(sessions, this.#tenantConnsKey(connection.tenantId));
+      for (const role of connection.roles) {
+        const [conns, members] = [this.#roleConnsKey(connection.tenantId, role), this.#roleMembersKey(connection.tenantId, role)];
+        pipeline.hincrby(conns, this.#nodeId, 1);
+        pipeline.sadd(members, field);
+        keys.push(conns, members);
+      }
     });
   }
 
   connectionClosed(connection: Connection): void {
     this.#write((pipeline) => {
-      pipeline.hdel(this.#sessionsKey(connection.tenantId, connection.userId), this.#field(connection));
+      const field = this.#field(connection);
+      pipeline.hdel(this.#sessionsKey(connection.tenantId, connection.userId), field);
       pipeline.hincrby(this.#tenantConnsKey(connection.tenantId), this.#nodeId, -1);
       pipeline.hincrby(this.#key('cluster-node-conns'), this.#nodeId, -1);
       for (const channel of connection.channels) {
         pipeline.hincrby(this.#channelSubsKey(connection.tenantId, channel), this.#nodeId, -1);
+        pipeline.srem(this.#channelMembersKey(connection.tenantId, channel), field);
+      }
+      for (const role of connection.roles) {
+        pipeline.hincrby(this.#roleConnsKey(connection.tenantId, role), this.#nodeId, -1);
+        pipeline.srem(this.#roleMembersKey(connection.tenantId, role), field);
       }
     });
   }
 
   subscriptionChanged(connection: Connection, channel: string, delta: 1 | -1): void {
     this.#write((pipeline, keys) => {
-      pipeline.hset(this.#sessionsKey(connection.tenantId, connection.userId), this.#field(connection), this.#session(connection));
+      const field = this.#field(connection);
+      pipeline.hset(this.#sessionsKey(connection.tenantId, connection.userId), field, this.#session(connection));
       const subs = this.#channelSubsKey(connection.tenantId, channel);
+      const members = this.#channelMembersKey(connection.tenantId, channel);
       pipeline.hincrby(subs, this.#nodeId, delta);
-      keys.push(subs);
+      if (delta === 1) pipeline.sadd(members, field);
+      else pipeline.srem(members, field);
+      keys.push(subs, members);
     });
   }
 
@@ -127,12 +178,32 @@ export class ClusterPresence {
     return counts;
   }
 
-  /** Subscribers of these channels on other live nodes (a connection in two channels counts twice). */
+  /** Connections subscribed to any of these channels on other live nodes, each counted once. */
   async channelCounts(tenantId: string, channels: readonly string[]): Promise<RemoteCounts> {
-    const [live, ...hashes] = await this.#readWithLiveNodes((pipeline) => {
-      for (const channel of channels) pipeline.hgetall(this.#channelSubsKey(tenantId, channel));
-    });
-    return this.#sumLive(live, hashes as Record<string, string>[]);
+    if (channels.length === 1) return this.#countsOne(this.#channelSubsKey(tenantId, channels[0]!));
+    return this.#countsUnion(channels.map((channel) => this.#channelMembersKey(tenantId, channel)));
+  }
+
+  /** Connections holding any of these JWT roles on other live nodes, each counted once. */
+  async roleCounts(tenantId: string, roles: readonly string[]): Promise<RemoteCounts> {
+    if (roles.length === 1) return this.#countsOne(this.#roleConnsKey(tenantId, roles[0]!));
+    return this.#countsUnion(roles.map((role) => this.#roleMembersKey(tenantId, role)));
+  }
+
+  async #countsOne(hashKey: string): Promise<RemoteCounts> {
+    const [live, hash] = await this.#readWithLiveNodes((pipeline) => void pipeline.hgetall(hashKey));
+    return this.#sumLive(live, [hash as Record<string, string>]);
+  }
+
+  async #countsUnion(setKeys: string[]): Promise<RemoteCounts> {
+    const [live, flat] = await this.#readWithLiveNodes((pipeline) => this.#unionCounts.queue(pipeline, setKeys, [this.#nodeId]));
+    const counts: RemoteCounts = new Map();
+    const list = flat as (string | number)[];
+    for (let i = 0; i < list.length; i += 2) {
+      const node = String(list[i]);
+      if (live.has(node)) counts.set(node, Number(list[i + 1]));
+    }
+    return counts;
   }
 
   /** Connections of a tenant (or of every tenant) on other live nodes. */
@@ -235,15 +306,30 @@ export class ClusterPresence {
         pipeline.hset(this.#tenantConnsKey(space.tenantId), this.#nodeId, space.connections.size);
         keys.push(this.#tenantConnsKey(space.tenantId));
         total += space.connections.size;
+        const roleConns = new Map<string, number>();
         for (const connection of space.connections) {
           const sessions = this.#sessionsKey(connection.tenantId, connection.userId);
-          pipeline.hset(sessions, this.#field(connection), this.#session(connection));
+          const field = this.#field(connection);
+          pipeline.hset(sessions, field, this.#session(connection));
           keys.push(sessions);
+          for (const channel of connection.channels) {
+            const members = this.#channelMembersKey(space.tenantId, channel);
+            pipeline.sadd(members, field);
+            keys.push(members);
+          }
+          for (const role of connection.roles) {
+            const members = this.#roleMembersKey(space.tenantId, role);
+            pipeline.sadd(members, field);
+            keys.push(members);
+            roleConns.set(role, (roleConns.get(role) ?? 0) + 1);
+          }
         }
         for (const [channel, subscribers] of space.channels) {
           channelSubs.set(this.#channelSubsKey(space.tenantId, channel), subscribers.size);
         }
+        for (const [role, count] of roleConns) channelSubs.set(this.#roleConnsKey(space.tenantId, role), count);
       }
+      // Counts per node: channel subscribers and role holders.
       for (const [key, count] of channelSubs) {
         pipeline.hset(key, this.#nodeId, count);
         keys.push(key);
@@ -276,6 +362,9 @@ export class ClusterPresence {
       if (key.includes(':cluster-sessions:')) {
         const fields = (await client.hkeys(key)).filter((field) => field.startsWith(`${node}|`));
         if (fields.length > 0) pipeline.hdel(key, ...fields);
+      } else if (key.includes(':cluster-channel-members:') || key.includes(':cluster-role-members:')) {
+        const members = (await client.smembers(key)).filter((member) => member.startsWith(`${node}|`));
+        if (members.length > 0) pipeline.srem(key, ...members);
       } else {
         pipeline.hdel(key, node);
       }
@@ -337,6 +426,18 @@ export class ClusterPresence {
 
   #channelSubsKey(tenantId: string, channel: string): string {
     return this.#redis.connection.key('cluster-channel-subs', tenantId, channel);
+  }
+
+  #channelMembersKey(tenantId: string, channel: string): string {
+    return this.#redis.connection.key('cluster-channel-members', tenantId, channel);
+  }
+
+  #roleConnsKey(tenantId: string, role: string): string {
+    return this.#redis.connection.key('cluster-role-conns', tenantId, role);
+  }
+
+  #roleMembersKey(tenantId: string, role: string): string {
+    return this.#redis.connection.key('cluster-role-members', tenantId, role);
   }
 
   #nodeKeysKey(node: string): string {

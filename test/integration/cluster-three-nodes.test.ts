@@ -289,14 +289,11 @@ describe('every target type through every node reaches each target connection on
     await assertReachedOnce(...checks);
   });
 
-  test(
-    'channels: delivered_to counts a connection in two of the targets on another node once (SPEC §6.1 "the target\'s connections")',
-    { todo: 'presence counts subscribers per channel, so a remote connection in two targeted channels is counted twice' },
-    async () => {
-      await sendThroughEachNode({ type: 'channels', value: ['orders', 'alerts'] }, 'channels orders+alerts');
-      await sendThroughEachNode({ type: 'channels', value: ['news', 'sports'] }, 'channels news+sports');
-    },
-  );
+  test('channels: delivered_to counts a connection in two of the targets on another node once (SPEC §6.1 "the target\'s connections")', async () => {
+    await sendThroughEachNode({ type: 'channels', value: ['orders', 'alerts'] }, 'channels orders+alerts');
+    await sendThroughEachNode({ type: 'channels', value: ['news', 'sports'] }, 'channels news+sports');
+    await sendThroughEachNode({ type: 'broadcast', audience: { type: 'Channels', value: ['orders', 'alerts'] } }, 'audience Channels orders+alerts');
+  });
 
   test('broadcast: every acme connection on every node, none of another tenant', async () => {
     await sendThroughEachNode({ type: 'broadcast' }, 'broadcast');
@@ -331,13 +328,12 @@ describe('every target type through every node reaches each target connection on
     await assertReachedOnce(...checks);
   });
 
-  test(
-    'broadcast with audience Roles: delivered_to and nodes count only role holders on other nodes (SPEC §6.1)',
-    { todo: 'roles are not in presence: every tenant connection on another node is counted, and every node with one' },
-    async () => {
-      await sendThroughEachNode({ type: 'broadcast', audience: { type: 'Roles', value: ['admin'] } }, 'audience Roles');
-    },
-  );
+  test('broadcast with audience Roles: delivered_to and nodes count only role holders on other nodes, each once (SPEC §6.1)', async () => {
+    await sendThroughEachNode({ type: 'broadcast', audience: { type: 'Roles', value: ['admin'] } }, 'audience Roles admin');
+    // bob@2b holds both roles: one connection.
+    await sendThroughEachNode({ type: 'broadcast', audience: { type: 'Roles', value: ['admin', 'ops'] } }, 'audience Roles admin+ops');
+    await sendThroughEachNode({ type: 'broadcast', audience: { type: 'Roles', value: ['nobody'] } }, 'audience Roles nobody');
+  });
 
   test('batch: each item of each target type through each node reaches its connections once with exact figures', async () => {
     const items: { target: any; expected: Target }[] = [
