@@ -37,6 +37,16 @@ export interface TokenOptions {
   alg?: 'HS256' | 'HS384' | 'HS512';
 }
 
+/** An HMAC JWT for `sub` (the test secret unless `options.secret`), valid 600 s unless told. */
+export function signToken(sub: string, claims: JWTPayload = {}, options: TokenOptions = {}): Promise<string> {
+  return new SignJWT({ ...claims })
+    .setProtectedHeader({ alg: options.alg ?? 'HS256', typ: 'JWT' })
+    .setSubject(sub)
+    .setIssuedAt()
+    .setExpirationTime(Math.floor(Date.now() / 1000) + (options.ttlSeconds ?? 600))
+    .sign(new TextEncoder().encode(options.secret ?? TEST_SECRET));
+}
+
 export class TestNode {
   constructor(
     readonly node: AraNode,
@@ -58,14 +68,8 @@ export class TestNode {
   }
 
   /** A token for `sub` signed with the test secret; extra claims merged in. */
-  async token(sub: string, claims: JWTPayload = {}, options: TokenOptions = {}): Promise<string> {
-    const ttl = options.ttlSeconds ?? 600;
-    return new SignJWT({ ...claims })
-      .setProtectedHeader({ alg: options.alg ?? 'HS256', typ: 'JWT' })
-      .setSubject(sub)
-      .setIssuedAt()
-      .setExpirationTime(Math.floor(Date.now() / 1000) + ttl)
-      .sign(new TextEncoder().encode(options.secret ?? TEST_SECRET));
+  token(sub: string, claims: JWTPayload = {}, options: TokenOptions = {}): Promise<string> {
+    return signToken(sub, claims, options);
   }
 
   /** An HTTP call; JSON bodies are sent with the operator key unless headers say otherwise. */

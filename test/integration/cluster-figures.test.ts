@@ -22,9 +22,9 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import { SignJWT } from 'jose';
 import WebSocket from 'ws';
 import { CliProcess, cleanEnv, freePort, tempDir } from '../helpers/cli-process.ts';
+import { signToken } from '../helpers/node.ts';
 
 const SECRET = 'cluster-figures-secret-0123456789-abcdef';
 const API_KEY = 'cluster-figures-operator-key-01';
@@ -45,14 +45,7 @@ const ports: number[] = [];
 const procs: CliProcess[] = [];
 let redis: ChildProcess;
 
-function token(sub: string): Promise<string> {
-  return new SignJWT({})
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(sub)
-    .setIssuedAt()
-    .setExpirationTime(Math.floor(Date.now() / 1000) + 600)
-    .sign(new TextEncoder().encode(SECRET));
-}
+const token = (sub: string) => signToken(sub, {}, { secret: SECRET });
 
 const userOf = (node: number, i: number) => `fig-${node}-${i}`;
 

@@ -9,12 +9,12 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { SignJWT } from 'jose';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { TestWs } from '../helpers/clients.ts';
 import { CliProcess, cleanEnv, freePort, tempDir } from '../helpers/cli-process.ts';
 import { createTestSchema, type TestSchema } from '../helpers/postgres.ts';
+import { signToken } from '../helpers/node.ts';
 
 const SECRET = 'crash-test-secret-0123456789-abcdefghijklmnop';
 const API_KEY = 'crash-test-operator-key-0123';
@@ -57,14 +57,7 @@ async function serve(port: number, maxQueue: number): Promise<CliProcess> {
   return proc;
 }
 
-function token(sub: string): Promise<string> {
-  return new SignJWT({})
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(sub)
-    .setIssuedAt()
-    .setExpirationTime(Math.floor(Date.now() / 1000) + 600)
-    .sign(new TextEncoder().encode(SECRET));
-}
+const token = (sub: string) => signToken(sub, {}, { secret: SECRET });
 
 async function sendTo(port: number, userId: string, index: number): Promise<{ status: number; json: any }> {
   const response = await fetch(`http://127.0.0.1:${port}/api/v1/notifications/send`, {

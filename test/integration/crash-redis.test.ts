@@ -15,11 +15,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SignJWT } from 'jose';
 import WebSocket from 'ws';
 import { RedisQueue } from '../../src/storage/queue/redis-queue.ts';
 import { RedisConnection } from '../../src/storage/redis/redis-connection.ts';
 import { CliProcess, cleanEnv, freePort, tempDir } from '../helpers/cli-process.ts';
+import { signToken } from '../helpers/node.ts';
 
 const REDIS_URL = 'redis://127.0.0.1:6379';
 const SECRET = 'crash-test-secret-0123456789-abcdefghij';
@@ -83,14 +83,7 @@ async function post(port: number, path: string, body: unknown): Promise<{ status
   return { status: response.status, json: await response.json() };
 }
 
-function token(sub: string): Promise<string> {
-  return new SignJWT({})
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(sub)
-    .setIssuedAt()
-    .setExpirationTime(Math.floor(Date.now() / 1000) + 600)
-    .sign(new TextEncoder().encode(SECRET));
-}
+const token = (sub: string) => signToken(sub, {}, { secret: SECRET });
 
 /**
  * A raw WebSocket client (no per-message scanning, so 10 000 messages stay

@@ -14,11 +14,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { SignJWT } from 'jose';
 import { Redis } from 'ioredis';
 import { TestWs } from '../helpers/clients.ts';
 import { CliProcess, cleanEnv, freePort, tempDir } from '../helpers/cli-process.ts';
-import { sleep } from '../helpers/node.ts';
+import { signToken, sleep } from '../helpers/node.ts';
 
 const REDIS_URL = 'redis://127.0.0.1:6379';
 const SECRET = 'node-death-secret-0123456789-abcdefghij';
@@ -35,14 +34,7 @@ interface Node {
 const nodes: Node[] = [];
 const clients: TestWs[] = [];
 
-function token(sub: string): Promise<string> {
-  return new SignJWT({})
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(sub)
-    .setIssuedAt()
-    .setExpirationTime(Math.floor(Date.now() / 1000) + 600)
-    .sign(new TextEncoder().encode(SECRET));
-}
+const token = (sub: string) => signToken(sub, {}, { secret: SECRET });
 
 async function api(node: Node, method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
   const headers: Record<string, string> = { 'x-api-key': API_KEY };

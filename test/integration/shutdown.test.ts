@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { SignJWT } from 'jose';
 import { TestSse, TestWs } from '../helpers/clients.ts';
 import { CliProcess, cleanEnv, ensureBuilt, freePort, tempDir, type Exit } from '../helpers/cli-process.ts';
+import { signToken } from '../helpers/node.ts';
 
 const SECRET = 'shutdown-test-secret-0123456789-abcdefghijklmn';
 const API_KEY = 'shutdown-test-operator-key-0123';
@@ -32,14 +32,7 @@ before(async () => {
   await ensureBuilt();
 });
 
-function token(sub: string): Promise<string> {
-  return new SignJWT({})
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(sub)
-    .setIssuedAt()
-    .setExpirationTime(Math.floor(Date.now() / 1000) + 600)
-    .sign(new TextEncoder().encode(SECRET));
-}
+const token = (sub: string) => signToken(sub, {}, { secret: SECRET });
 
 async function startServe(extraEnv: Record<string, string> = {}): Promise<{ proc: CliProcess; port: number }> {
   const port = await freePort();
