@@ -77,6 +77,8 @@ const SEEN_IDS = 16_384;
 
 /** The bus log keeps at most this many entries … */
 const BUS_LOG_MAX_ENTRIES = 10_000;
+/** … fewer when messages are large: about this many bytes of messages of that size (never under 100 entries) … */
+const BUS_LOG_BYTES = 32 * 1024 * 1024;
 /** … and none older than this: a node resubscribing later than this has lost the messages. */
 const BUS_LOG_WINDOW_MS = 60_000;
 /** A catch-up reads from this long before the link was lost: clocks of nodes and Redis differ a little. */
@@ -268,7 +270,7 @@ export class Cluster implements HubListener {
 
   async #publishLogged(busChannels: string[], message: string): Promise<void> {
     await this.#redis.guarded(() =>
-      this.#busPublish.run([this.#busLogKey], [BUS_LOG_MAX_ENTRIES, BUS_LOG_WINDOW_MS, message, ...busChannels]),
+      this.#busPublish.run([this.#busLogKey], [busLogLength(message), BUS_LOG_WINDOW_MS, message, ...busChannels]),
     );
   }
 
@@ -418,4 +420,9 @@ export class Cluster implements HubListener {
   #channelChannel(tenantId: string, channel: string): string {
     return this.#redis.connection.key('bus', tenantId, 'c', channel);
   }
+}
+
+/** Entries the bus log may keep after appending `message`: a few large messages must not hold many MiB. */
+export function busLogLength(message: string): number {
+  return Math.max(100, Math.min(BUS_LOG_MAX_ENTRIES, Math.floor(BUS_LOG_BYTES / Math.max(1, message.length))));
 }
