@@ -14,15 +14,15 @@
  * The sending node delivers to its own connections directly: local
  * delivery never waits on Redis.
  *
- * Pub/sub forgets what it could not deliver, so channel and broadcast
- * messages (which have no queue behind them) are also appended, in the same
- * script as the PUBLISH, to a short log stream. A node whose pub/sub link
- * dropped (Redis restarted, CLIENT KILL, a network blip) reads the log from
- * just before the drop once it has resubscribed, and delivers what it
- * missed; ids it already delivered are dropped. Without this, a send taken
- * by a node that reconnected first is answered 200 and never reaches a
- * node still resubscribing. User messages need no log: the publish-or-
- * enqueue script queues them when no node heard them.
+ * Pub/sub forgets what it could not deliver. So every bus message that
+ * was not queued is also appended, in the same script as its PUBLISH, to a
+ * short log stream (src/storage/redis/bus-log.ts). A node whose pub/sub
+ * link dropped (Redis restarted, CLIENT KILL, a network blip) reads the log
+ * from just before the drop once it has resubscribed, and delivers what it
+ * missed; what it already delivered is recognised and dropped. Without
+ * this, a send taken by a node that reconnected first is answered 200 and
+ * never reaches a node still resubscribing. A user message no node heard
+ * is queued instead (and not logged), so it is replayed once, at connect.
  *
  * Bus message: one JSON header line, then the notification JSON exactly as
  * built by the sender (never serialised again):
@@ -38,6 +38,7 @@ import { OutboundMessage } from '../hub/outbound.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { RedisService } from '../redis/redis-service.js';
 import type { RedisQueue } from '../storage/queue/redis-queue.js';
+import { BUS_LOG_LUA, busLogChannels, busLogLimitArgs, type BusLogLimits } from '../storage/redis/bus-log.js';
 import { unescapeTail, type RedisScript } from '../storage/redis/redis-connection.js';
 import type { StoredNotification } from '../storage/types.js';
 import { ClusterPresence, type RemoteCounts } from './presence.js';
@@ -69,17 +70,15 @@ export interface RouteResult {
 }
 
 /**
- * Remote channel/broadcast notification ids remembered: a connection in
- * several targeted channels gets one copy, and a catch-up read of the bus
- * log skips what was already delivered live.
+ * Remote notifications remembered (by id, and by id and user for user
+ * messages): a connection in several targeted channels gets one copy, and
+ * a catch-up read of the bus log skips what was already delivered live.
  */
 const SEEN_IDS = 16_384;
 
-/** The bus log keeps at most this many entries … */
+/** The bus log (src/storage/redis/bus-log.ts): a node resubscribing later than the window lost those messages. */
 const BUS_LOG_MAX_ENTRIES = 10_000;
-/** … fewer when messages are large: about this many bytes of messages of that size (never under 100 entries) … */
-const BUS_LOG_BYTES = 32 * 1024 * 1024;
-/** … and none older than this: a node resubscribing later than this has lost the messages. */
+const BUS_LOG_MAX_BYTES = 32 * 1024 * 1024;
 const BUS_LOG_WINDOW_MS = 60_000;
 /** A catch-up reads from this long before the link was lost: clocks of nodes and Redis differ a little. */
 const CATCH_UP_MARGIN_MS = 2000;
@@ -89,18 +88,14 @@ const CATCH_UP_PAGE = 500;
 const CATCH_UP_PATIENCE_MS = 30_000;
 
 /**
- * XADD to the bus log (trimmed by count and by age), then PUBLISH on each
- * bus channel. KEYS[1] log; ARGV: max entries, window ms, message, channels…
- * Returns the receivers per channel.
+ * PUBLISH on each bus channel and append one entry to the bus log.
+ * KEYS: log, its byte counter. ARGV: log limits (3), message, the entry's
+ * channel field ('' for none), bus channels…
  */
-const BUS_PUBLISH = `
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[3])
-local now = redis.call('TIME')
-local oldest = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[2])
-redis.call('XTRIM', KEYS[1], 'MINID', '~', oldest)
-local receivers = {}
-for i = 4, #ARGV do receivers[#receivers + 1] = redis.call('PUBLISH', ARGV[i], ARGV[3]) end
-return receivers
+const BUS_PUBLISH = `${BUS_LOG_LUA}
+for i = 6, #ARGV do redis.call('PUBLISH', ARGV[i], ARGV[4]) end
+bus_log_append(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5])
+return 1
 `;
 
 export class Cluster implements HubListener {
@@ -111,12 +106,12 @@ export class Cluster implements HubListener {
   readonly #metrics: Metrics;
   readonly #busPrefix: string;
   readonly #broadcastChannel: string;
-  readonly #busLogKey: string;
+  readonly #busLog: BusLogLimits;
   readonly #busPublish: RedisScript;
   readonly #seen = new Set<string>();
   /** Subscriptions of users in flight: a replay waits for its user's. */
   readonly #userSubscriptions = new Map<string, Promise<void>>();
-  #onRemote: (delivery: RemoteDelivery) => void = () => {};
+  #onRemote: (delivery: RemoteDelivery) => number = () => 0;
   #stopped = false;
 
   constructor(config: Config, redis: RedisService, hub: Hub, metrics: Metrics, log: Logger) {
@@ -126,8 +121,14 @@ export class Cluster implements HubListener {
     this.#metrics = metrics;
     this.#busPrefix = `${redis.connection.keyPrefix}:bus:`;
     this.#broadcastChannel = redis.connection.globalKey('bus-broadcast');
-    this.#busLogKey = redis.connection.globalKey('bus-log');
-    this.#busPublish = redis.connection.defineScript('araBusPublish', 1, BUS_PUBLISH);
+    this.#busLog = {
+      key: redis.connection.globalKey('bus-log'),
+      bytesKey: redis.connection.globalKey('bus-log-bytes'),
+      maxEntries: BUS_LOG_MAX_ENTRIES,
+      maxBytes: BUS_LOG_MAX_BYTES,
+      windowMs: BUS_LOG_WINDOW_MS,
+    };
+    this.#busPublish = redis.connection.defineScript('araBusPublish', 2, BUS_PUBLISH);
     redis.subscriber.onResubscribed((lostAtMs) => void this.#catchUp(lostAtMs));
     this.presence = new ClusterPresence(redis, hub, this.#nodeId, config.cluster.sessionTtlMs, this.#log);
     hub.addListener(this);
@@ -137,7 +138,8 @@ export class Cluster implements HubListener {
     return this.#nodeId;
   }
 
-  onRemoteDelivery(handler: (delivery: RemoteDelivery) => void): void {
+  /** `handler` delivers to this node's connections and answers how many it reached. */
+  onRemoteDelivery(handler: (delivery: RemoteDelivery) => number): void {
     this.#onRemote = handler;
   }
 
@@ -240,37 +242,42 @@ export class Cluster implements HubListener {
     localUsers: ReadonlySet<string>,
     queue: { store: RedisQueue; entry: StoredNotification; maxSize: number } | null,
   ): Promise<number> {
-    const client = this.#redis.connection.client;
     switch (target.type) {
       case 'user':
       case 'users': {
         const userIds = target.type === 'user' ? [target.userId] : [...new Set(target.userIds)];
-        const results = await Promise.all(
-          userIds.map((userId) => {
-            const channel = this.#userChannel(tenantId, userId);
-            if (queue === null || localUsers.has(userId)) return this.#redis.guarded(() => client.publish(channel, message)).then(() => false);
-            return this.#redis
-              .guarded(() => queue.store.publishOrEnqueue(tenantId, userId, queue.entry, queue.maxSize, { channel, message }))
-              .then((outcome) => outcome.queued);
-          }),
-        );
-        return results.filter(Boolean).length;
+        // Users this node holds are never queued (they are online); without a queue none are.
+        const published = queue === null ? userIds : userIds.filter((userId) => localUsers.has(userId));
+        const queueable = queue === null ? [] : userIds.filter((userId) => !localUsers.has(userId));
+        const pending: Promise<boolean>[] = [];
+        if (published.length > 0) {
+          const channels = published.map((userId) => this.#userChannel(tenantId, userId));
+          pending.push(this.#publishLogged(channels, message, busLogChannels(channels)).then(() => false));
+        }
+        for (const userId of queueable) {
+          const bus = { channel: this.#userChannel(tenantId, userId), message, log: this.#busLog };
+          pending.push(
+            this.#redis.guarded(() => queue!.store.publishOrEnqueue(tenantId, userId, queue!.entry, queue!.maxSize, bus)).then((outcome) => outcome.queued),
+          );
+        }
+        return (await Promise.all(pending)).filter(Boolean).length;
       }
       case 'channel':
       case 'channels': {
         const channels = target.type === 'channel' ? [target.channel] : [...new Set(target.channels)];
-        await this.#publishLogged(channels.map((channel) => this.#channelChannel(tenantId, channel)), message);
+        await this.#publishLogged(channels.map((channel) => this.#channelChannel(tenantId, channel)), message, '');
         return 0;
       }
       case 'broadcast':
-        await this.#publishLogged([this.#broadcastChannel], message);
+        await this.#publishLogged([this.#broadcastChannel], message, '');
         return 0;
     }
   }
 
-  async #publishLogged(busChannels: string[], message: string): Promise<void> {
+  /** PUBLISH on each bus channel and append to the bus log, in one script. */
+  async #publishLogged(busChannels: string[], message: string, entryChannels: string): Promise<void> {
     await this.#redis.guarded(() =>
-      this.#busPublish.run([this.#busLogKey], [busLogLength(message), BUS_LOG_WINDOW_MS, message, ...busChannels]),
+      this.#busPublish.run([this.#busLog.key, this.#busLog.bytesKey], [...busLogLimitArgs(this.#busLog), message, entryChannels, ...busChannels]),
     );
   }
 
@@ -313,21 +320,23 @@ export class Cluster implements HubListener {
 
   /**
    * A message on one of this node's bus channels (or from the bus log, with
-   * no channel). True when it was handed on for local delivery.
+   * no channel for channel and broadcast messages). Answers the local
+   * connections it reached: 0 when it was this node's own, seen before, or
+   * malformed.
    */
-  receive(channel: string, message: string): boolean {
+  receive(channel: string, message: string): number {
     const newline = message.indexOf('\n');
-    if (newline < 0) return false;
+    if (newline < 0) return 0;
     let header: BusHeader;
     try {
       header = JSON.parse(message.slice(0, newline)) as BusHeader;
     } catch {
       this.#log.warn({ channel }, 'ignored a malformed cluster bus message');
-      return false;
+      return 0;
     }
-    if (header.o === this.#nodeId) return false;
+    if (header.o === this.#nodeId) return 0;
     const target = this.#targetOf(header, channel);
-    if (target === null || this.#alreadyDelivered(header)) return false;
+    if (target === null || this.#alreadyDelivered(header, channel)) return 0;
     this.#metrics.clusterMessages.inc({ direction: 'received' });
     const json = message.slice(newline + 1);
     const content = header.a === undefined ? { eventType: '', payload: null, priority: 'Normal' as const } : {
@@ -340,8 +349,7 @@ export class Cluster implements HubListener {
       source: 'cluster',
       message: new OutboundMessage(json, 'notification', header.l, header.i),
     };
-    this.#onRemote({ tenantId: header.t, target, notification });
-    return true;
+    return this.#onRemote({ tenantId: header.t, target, notification });
   }
 
   #targetOf(header: BusHeader, channel: string): Target | null {
@@ -356,19 +364,20 @@ export class Cluster implements HubListener {
    * one copy: the first bus message delivers to all listed channels here,
    * the others are recognised by id and dropped.
    */
-  #alreadyDelivered(header: BusHeader): boolean {
-    if (header.k === 'u') return false;
-    if (this.#seen.has(header.i)) return true;
-    this.#seen.add(header.i);
+  #alreadyDelivered(header: BusHeader, channel: string): boolean {
+    // A user message goes out once per user's bus channel: each is its own delivery.
+    const key = header.k === 'u' ? `${header.i}|${channel}` : header.i;
+    if (this.#seen.has(key)) return true;
+    this.#seen.add(key);
     if (this.#seen.size > SEEN_IDS) this.#seen.delete(this.#seen.values().next().value!);
     return false;
   }
 
   /**
-   * After the pub/sub link came back: delivers the channel and broadcast
-   * messages logged since just before it was lost that this node did not
-   * get live (the others are recognised by id). Runs once the command
-   * connection is up too; gives up, with a warning, after a long wait.
+   * After the pub/sub link came back: delivers the messages logged since
+   * just before it was lost that this node did not get live (the others
+   * are recognised as seen). Runs once the command connection is up too;
+   * gives up, with a warning, after a long wait.
    */
   async #catchUp(lostAtMs: number): Promise<void> {
     const giveUpAt = Date.now() + CATCH_UP_PATIENCE_MS;
@@ -378,7 +387,7 @@ export class Cluster implements HubListener {
       let page: [string, string[]][];
       try {
         page = await this.#redis.guarded(() =>
-          this.#redis.connection.client.xrange(this.#busLogKey, start, '+', 'COUNT', CATCH_UP_PAGE),
+          this.#redis.connection.client.xrange(this.#busLog.key, start, '+', 'COUNT', CATCH_UP_PAGE),
         );
       } catch (error) {
         if (Date.now() > giveUpAt || this.#stopped) {
@@ -388,14 +397,25 @@ export class Cluster implements HubListener {
         await new Promise((resolve) => setTimeout(resolve, 250));
         continue;
       }
-      for (const [, fields] of page) {
-        const message = fields[1];
-        if (message !== undefined && this.receive('', message)) delivered++;
-      }
+      for (const [, fields] of page) delivered += this.#receiveLogged(fields);
       if (page.length < CATCH_UP_PAGE) break;
       start = `(${page[page.length - 1]![0]}`;
     }
     this.#log.info({ delivered, since: new Date(lostAtMs).toISOString() }, 'bus catch-up after the pub/sub link came back');
+  }
+
+  /** One bus log entry (fields `m`, and `c` for user messages); the local connections it reached. */
+  #receiveLogged(fields: string[]): number {
+    let message: string | undefined;
+    let channels: string[] = [''];
+    for (let i = 0; i + 1 < fields.length; i += 2) {
+      if (fields[i] === 'm') message = fields[i + 1];
+      else if (fields[i] === 'c') channels = JSON.parse(fields[i + 1]!) as string[];
+    }
+    if (message === undefined) return 0;
+    let delivered = 0;
+    for (const channel of channels) delivered += this.receive(channel, message);
+    return delivered;
   }
 
   /** The bus channel a user's node listens on; trigger queueing asks Redis who listens. */
@@ -420,9 +440,4 @@ export class Cluster implements HubListener {
   #channelChannel(tenantId: string, channel: string): string {
     return this.#redis.connection.key('bus', tenantId, 'c', channel);
   }
-}
-
-/** Entries the bus log may keep after appending `message`: a few large messages must not hold many MiB. */
-export function busLogLength(message: string): number {
-  return Math.max(100, Math.min(BUS_LOG_MAX_ENTRIES, Math.floor(BUS_LOG_BYTES / Math.max(1, message.length))));
 }

@@ -335,6 +335,9 @@ export class ClusterPresence {
         keys.push(key);
       }
       pipeline.hset(this.#key('cluster-node-conns'), this.#nodeId, total);
+      // Listed as live at once: a restarted Redis lost the node list, and waiting for the
+      // next heartbeat (a third of the TTL) would count this node as dead meanwhile.
+      pipeline.zadd(this.#key('cluster-nodes'), Date.now(), this.#nodeId);
       if (keys.length > 0) pipeline.sadd(this.#nodeKeysKey(this.#nodeId), ...new Set(keys));
       await this.#redis.guarded(async () => pipelineResults(await pipeline.exec()));
     } catch (error) {

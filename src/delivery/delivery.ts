@@ -137,12 +137,13 @@ export class Delivery {
     }
   }
 
-  /** A notification another node routed here: delivered to this node's connections. */
-  deliverRemote(remote: RemoteDelivery): void {
+  /** A notification another node routed here: delivered to this node's connections (how many it reached). */
+  deliverRemote(remote: RemoteDelivery): number {
     const { tenantId, target, notification } = remote;
     const live = this.#dispatcher.dispatch(tenantId, target, notification, this.#stores.acks !== null);
     if (live.reachedUsers) this.#trackReached(live.reachedUsers, notification);
     this.#countDelivered(tenantId, live.delivered, live.failed);
+    return live.delivered;
   }
 
   /**

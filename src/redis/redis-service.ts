@@ -11,6 +11,8 @@
  * breaker opens, calls in flight fail at once instead of waiting, and new
  * calls fail until a probe is answered again. Calls failed this way may
  * still run when Redis wakes up: their commands were already sent.
+ * Answered probes also count as successes of a half-open breaker, so an
+ * idle node recovers within about a second, not at its next real call.
  */
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.js';
@@ -61,6 +63,7 @@ export class RedisService {
       url: config.redis.url ?? '',
       keyPrefix: config.redis.keyPrefix,
       backoff: config.redis.backoff,
+      connectionName: `ara:${config.cluster.serverId}:commands`,
       log: this.#log,
     });
     this.breaker = new CircuitBreaker({
@@ -81,7 +84,12 @@ export class RedisService {
       this.breaker.recordSuccess();
     });
     client.on('error', () => this.breaker.recordFailure());
-    const pubsub = client.duplicate({ enableOfflineQueue: true, autoResubscribe: false, lazyConnect: true });
+    const pubsub = client.duplicate({
+      enableOfflineQueue: true,
+      autoResubscribe: false,
+      lazyConnect: true,
+      connectionName: `ara:${config.cluster.serverId}:pubsub`,
+    });
     this.subscriber = new RedisSubscriber(pubsub, this.#log);
     metrics.observeRedis({
       connected: () => (this.connection.ready ? 1 : 0),
@@ -138,6 +146,9 @@ export class RedisService {
         () => {
           if (this.#probeSentAtMs === sentAt) this.#probeSentAtMs = null;
           if (this.#unresponsive) this.#answeredAgain();
+          // An answered probe is a successful call: a half-open breaker on an idle node
+          // closes within a few probes instead of waiting for traffic.
+          else if (this.breaker.state === 'half_open') this.breaker.recordSuccess();
         },
         () => {
           if (this.#probeSentAtMs === sentAt) this.#probeSentAtMs = null;
@@ -162,6 +173,7 @@ export class RedisService {
     this.#unresponsive = false;
     this.#log.info({ redis: this.connection.target }, 'redis answers again');
     this.breaker.allowTrial();
+    this.breaker.recordSuccess();
   }
 
   async close(): Promise<void> {

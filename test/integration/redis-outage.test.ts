@@ -471,3 +471,94 @@ function countBy<T>(values: T[]): Record<string, number> {
   for (const value of values) counts[String(value)] = (counts[String(value)] ?? 0) + 1;
   return counts;
 }
+
+// A restarted Redis (no persistence here) has lost the node list. Each node lists itself
+// again as soon as it reconnects, not at its next heartbeat (a third of the TTL: 20 s
+// here), so sends are not answered as if the other node were dead meanwhile.
+describe('after a Redis restart that lost everything, nodes are live again at once (SPEC §6.1 delivered_to, §6.2 cluster status)', () => {
+  test('cluster status lists both nodes and a send counts the other node\'s connection within 1 s of /health turning 200', async (t) => {
+    const port = await freePort();
+    let server = startRedis(port, null);
+    await untilPong(port);
+    const env = {
+      CLUSTER_ENABLED: 'true',
+      REDIS_URL: `redis://127.0.0.1:${port}`,
+      REDIS_KEY_PREFIX: 'restart',
+      REDIS_TRIGGER_ENABLED: 'false',
+      CLUSTER_SESSION_TTL_SECONDS: '60',
+      REDIS_BACKOFF_MAX_DELAY_MS: '300',
+    };
+    const a = await startTestNode({ ...env, CLUSTER_SERVER_ID: 'A' });
+    const b = await startTestNode({ ...env, CLUSTER_SERVER_ID: 'B' });
+    const onB = await TestWs.open(b.wsUrl(`?token=${await b.token('ub')}`));
+    try {
+      server.kill('SIGKILL');
+      await exited(server);
+      server = startRedis(port, null);
+      await untilPong(port);
+      const deadline = Date.now() + 10_000;
+      for (const node of [a, b]) {
+        while ((await fetch(`${node.httpUrl}/health`)).status !== 200) {
+          assert.ok(Date.now() < deadline, 'both nodes healthy again');
+          await sleep(50);
+        }
+      }
+      const healthyAt = Date.now();
+      let listed: string[] = [];
+      let sent: any;
+      for (;;) {
+        const status = await a.api('GET', '/api/v1/cluster/status');
+        listed = status.json.nodes.map((n: any) => n.server_id);
+        sent = (await a.api('POST', '/api/v1/notifications/send', { target_user_id: 'ub', event_type: 'restart', payload: {} })).json;
+        if ((listed.length === 2 && sent.delivered_to === 1) || Date.now() - healthyAt > 1000) break;
+        await sleep(50);
+      }
+      t.diagnostic(`nodes listed ${Date.now() - healthyAt} ms after both were healthy: ${listed.join(', ')}`);
+      assert.deepEqual(listed, ['A', 'B']);
+      assert.deepEqual({ delivered_to: sent.delivered_to, nodes: sent.nodes }, { delivered_to: 1, nodes: 1 });
+      await onB.next((m) => m.id === sent.notification_id);
+    } finally {
+      onB.socket.terminate();
+      await a.stop();
+      await b.stop();
+      server.kill('SIGKILL');
+      await exited(server);
+    }
+  });
+});
+
+// An idle node makes no Redis calls of its own for long stretches (heartbeats every TTL/3,
+// 20 s here): its probe's answers are what close the breaker again after a freeze.
+describe('an idle node after a frozen Redis resumes (SPEC §6.3 /health)', () => {
+  test('/health is degraded during a 3 s freeze and 200 again within 2 s of SIGCONT, with no traffic', async (t) => {
+    const port = await freePort();
+    const server = startRedis(port, null);
+    await untilPong(port);
+    const idle = await startTestNode({
+      CLUSTER_ENABLED: 'true',
+      REDIS_URL: `redis://127.0.0.1:${port}`,
+      REDIS_KEY_PREFIX: 'idle',
+      REDIS_TRIGGER_ENABLED: 'false',
+      CLUSTER_SESSION_TTL_SECONDS: '60',
+    });
+    try {
+      server.kill('SIGSTOP');
+      await sleep(3000);
+      const during = await fetch(`${idle.httpUrl}/health`);
+      assert.equal(during.status, 503);
+      assert.equal(((await during.json()) as any).redis.status, 'circuit_open');
+      server.kill('SIGCONT');
+      const resumedAt = Date.now();
+      while ((await fetch(`${idle.httpUrl}/health`)).status !== 200) {
+        assert.ok(Date.now() - resumedAt < 2000, '/health 200 again within 2 s');
+        await sleep(50);
+      }
+      t.diagnostic(`idle node healthy ${Date.now() - resumedAt} ms after SIGCONT`);
+    } finally {
+      server.kill('SIGCONT');
+      await idle.stop();
+      server.kill('SIGKILL');
+      await exited(server);
+    }
+  });
+});

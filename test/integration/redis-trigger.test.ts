@@ -356,22 +356,27 @@ describe('Redis trigger on a three-node cluster (SPEC §8)', () => {
     const admin = ['--user', 'trig-admin', '--pass', 'trig-admin-pass', '--no-auth-warning'];
     await cli(port, ['ACL', 'SETUSER', 'trig-admin', 'on', '>trig-admin-pass', 'allcommands', 'allkeys', 'allchannels']);
     await cli(port, ['ACL', 'SETUSER', 'default', 'off']);
-    let sends: { channel: any; broadcast: any };
+    let sends: { channel: any; broadcast: any; user: any };
     try {
       assert.equal(await cli(port, [...admin, 'CLIENT', 'KILL', 'TYPE', 'pubsub']), '3');
       await sleep(300);
       assert.equal((await cli(port, [...admin, 'CLIENT', 'LIST', 'TYPE', 'pubsub'])).trim(), '', 'no pub/sub link is back');
       const channel = await nodes[0]!.api('POST', '/api/v1/notifications/channel', { channel: 'news', event_type: 'gap', payload: {} }, { 'x-tenant-id': 'acme' });
       const broadcast = await nodes[1]!.api('POST', '/api/v1/notifications/broadcast', { event_type: 'gap', payload: {} }, { 'x-tenant-id': 'acme' });
-      sends = { channel: channel.json, broadcast: broadcast.json };
+      // u1 has a connection on node 0 (the sender: never queued) and one on node 2.
+      const user = await nodes[0]!.api('POST', '/api/v1/notifications/send', { target_user_id: 'u1', event_type: 'gap', payload: {} }, { 'x-tenant-id': 'acme' });
+      sends = { channel: channel.json, broadcast: broadcast.json, user: user.json };
       assert.equal(channel.status, 200, JSON.stringify(channel.json));
       assert.equal(broadcast.status, 200, JSON.stringify(broadcast.json));
+      assert.equal(user.status, 200, JSON.stringify(user.json));
+      assert.equal(user.json.queued, 0);
     } finally {
       await cli(port, [...admin, 'ACL', 'SETUSER', 'default', 'on']);
     }
     const expected: [string, string, string[]][] = [
       ['channel', sends.channel.notification_id, ['u2@1', 'u3@2']],
       ['broadcast', sends.broadcast.notification_id, ['u1@0', 'u1@2', 'u2@1', 'u3@2']],
+      ['user', sends.user.notification_id, ['u1@0', 'u1@2']],
     ];
     for (const [, id, names] of expected) {
       for (const name of names) await waitFor(`${id} at ${name}`, () => by(name).ws.messages.some((m) => m.id === id), 10_000);
@@ -385,8 +390,54 @@ describe('Redis trigger on a three-node cluster (SPEC §8)', () => {
     }
     const caughtUp = nodes.map((node) => node.lines.map((line) => JSON.parse(line)).filter((e) => e.msg === 'bus catch-up after the pub/sub link came back').at(-1)?.delivered);
     t.diagnostic(`bus catch-up deliveries per node: ${JSON.stringify(caughtUp)}`);
-    // Node 0 missed the broadcast, node 1 the channel send (it sent the broadcast), node 2 both.
-    assert.deepEqual(caughtUp, [1, 1, 2]);
+    // Connections reached by catching up: node 0 u1@0 (the broadcast); node 1 u2@1 (the
+    // channel send; it sent the broadcast); node 2 u3@2 twice (channel, broadcast), u1@2
+    // twice (broadcast, user send).
+    assert.deepEqual(caughtUp, [1, 1, 4]);
+  });
+
+  // The same for a user send heard by one node and missed by another: the user-send script
+  // publishes, and since a node heard it, does not queue it but logs it for the others.
+  test('a user send heard by one node reaches the user\'s connection on a node that was resubscribing, once, unqueued', async (t) => {
+    const admin = ['--user', 'trig-admin', '--pass', 'trig-admin-pass', '--no-auth-warning'];
+    const linesBefore = nodes[2]!.lines.length;
+    await cli(port, ['ACL', 'SETUSER', 'default', 'off']);
+    let user: any;
+    let offlineHere: any;
+    try {
+      const list = await cli(port, [...admin, 'CLIENT', 'LIST', 'TYPE', 'pubsub']);
+      const id = /^id=(\d+) .* name=ara:trig-2:pubsub /m.exec(list)?.[1];
+      assert.ok(id, `node 2's pub/sub connection is named in CLIENT LIST: ${list}`);
+      assert.equal(await cli(port, [...admin, 'CLIENT', 'KILL', 'ID', id]), '1');
+      await sleep(300);
+      // Sent through node 1, which holds no connection of u1: node 0 hears it, node 2 does not.
+      const sent = await nodes[1]!.api('POST', '/api/v1/notifications/send', { target_user_id: 'u1', event_type: 'gap-user', payload: {} }, { 'x-tenant-id': 'acme' });
+      // u3 is only on node 2, which hears nothing: queued, as for an offline user.
+      const queued = await nodes[1]!.api('POST', '/api/v1/notifications/send', { target_user_id: 'u3', event_type: 'gap-user', payload: {} }, { 'x-tenant-id': 'acme' });
+      assert.equal(sent.status, 200, JSON.stringify(sent.json));
+      assert.equal(queued.status, 200, JSON.stringify(queued.json));
+      user = sent.json;
+      offlineHere = queued.json;
+    } finally {
+      await cli(port, [...admin, 'ACL', 'SETUSER', 'default', 'on']);
+    }
+    assert.equal(user.queued, 0, 'node 0 heard it: not queued');
+    assert.equal(offlineHere.queued, 1, 'no node heard it: queued');
+    for (const name of ['u1@0', 'u1@2']) await waitFor(`${user.notification_id} at ${name}`, () => by(name).ws.messages.some((m) => m.id === user.notification_id), 10_000);
+    await sleep(500);
+    for (const client of clients) {
+      const count = (id: string) => client.ws.messages.filter((m) => m.type === 'notification' && m.id === id).length;
+      assert.equal(count(user.notification_id), ['u1@0', 'u1@2'].includes(client.name) ? 1 : 0, `user send copies at ${client.name}`);
+      assert.equal(count(offlineHere.notification_id), 0, `the queued send is not delivered live at ${client.name}`);
+    }
+    const caughtUp = nodes[2]!.lines.slice(linesBefore).map((line) => JSON.parse(line)).filter((e) => e.msg === 'bus catch-up after the pub/sub link came back').map((e) => e.delivered);
+    t.diagnostic(`node 2 catch-up deliveries: ${JSON.stringify(caughtUp)}`);
+    assert.deepEqual(caughtUp, [1]);
+    // The queued one is replayed once on u3's next connect (SPEC §7), on any node.
+    const again = await open(nodes[0]!, 'u3-again', 'u3', 'acme');
+    const replayed = (await again.ws.quietFor(500)).filter((m) => m.type === 'notification').map((m) => m.id);
+    again.ws.socket.terminate();
+    assert.deepEqual(replayed, [offlineHere.notification_id]);
   });
 });
 

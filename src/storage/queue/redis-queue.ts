@@ -21,6 +21,7 @@
  * purge resumes its walk across calls after a bounded number of steps.
  */
 import type { OfflineQueue, SequencedNotification, StoredNotification } from '../types.js';
+import { BUS_LOG_LUA, busLogChannels, busLogLimitArgs, type BusLogLimits } from '../redis/bus-log.js';
 import { escapeField, globEscape, keySegment, pipelineResults, unescapeField, type RedisConnection, type RedisScript } from '../redis/redis-connection.js';
 
 // KEYS: queue, expiry index, seq counter. ARGV: expiresAtMs, lane, escaped id, json, maxSize, grace ms.
@@ -91,11 +92,17 @@ return removed
 // The enqueue above as a function, for the cluster scripts below (same KEYS[1..3], ARGV[1..6]).
 const ENQUEUE_FUNCTION = `local function enqueue()\n${ENQUEUE}\nend\n`;
 
-// Cluster delivery (SPEC §8). ARGV[7] bus channel, ARGV[8] bus message.
-// Publishes; when no node heard it, queues in the same script. Returns {receivers, dropped or -1}.
-const PUBLISH_OR_ENQUEUE = `${ENQUEUE_FUNCTION}
+// Cluster delivery (SPEC §8). KEYS[4] bus log, KEYS[5] its byte counter. ARGV[7] bus channel,
+// ARGV[8] bus message, ARGV[9..11] bus log limits (entries, bytes, window ms), ARGV[12] the
+// log entry's channel field.
+// Publishes; when no node heard it, queues in the same script, otherwise appends it to the
+// bus log (another node holding the user may be resubscribing). Returns {receivers, dropped or -1}.
+const PUBLISH_OR_ENQUEUE = `${ENQUEUE_FUNCTION}${BUS_LOG_LUA}
 local receivers = redis.call('PUBLISH', ARGV[7], ARGV[8])
-if receivers > 0 then return {receivers, -1} end
+if receivers > 0 then
+  bus_log_append(KEYS[4], KEYS[5], tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[8], ARGV[12])
+  return {receivers, -1}
+end
 return {0, enqueue()}
 `;
 
@@ -133,7 +140,7 @@ export class RedisQueue implements OfflineQueue {
     this.#enqueue = redis.defineScript('araQueueEnqueue', 3, ENQUEUE);
     this.#peek = redis.defineScript('araQueuePeek', 1, PEEK);
     this.#remove = redis.defineScript('araQueueRemove', 2, REMOVE);
-    this.#publishOrEnqueue = redis.defineScript('araQueuePublishOrEnqueue', 3, PUBLISH_OR_ENQUEUE);
+    this.#publishOrEnqueue = redis.defineScript('araQueuePublishOrEnqueue', 5, PUBLISH_OR_ENQUEUE);
     this.#enqueueIfOffline = redis.defineScript('araQueueEnqueueIfOffline', 4, ENQUEUE_IF_OFFLINE);
   }
 
@@ -141,19 +148,22 @@ export class RedisQueue implements OfflineQueue {
    * Cluster delivery to a user with no connection on this node: publishes
    * on the user's bus channel and, when no node is listening, queues the
    * entry in the same script — so a user connecting at that instant either
-   * hears it live (their node subscribed first) or finds it queued.
+   * hears it live (their node subscribed first) or finds it queued. Heard
+   * by some node, it also goes to the bus log, for the user's other nodes.
    */
   async publishOrEnqueue(
     tenantId: string,
     userId: string,
     entry: StoredNotification,
     maxSize: number,
-    bus: { channel: string; message: string },
+    bus: { channel: string; message: string; log: BusLogLimits },
   ): Promise<{ receivers: number; queued: boolean; dropped: number }> {
-    const [receivers, dropped] = (await this.#publishOrEnqueue.run(this.#enqueueKeys(tenantId, userId), [
+    const [receivers, dropped] = (await this.#publishOrEnqueue.run([...this.#enqueueKeys(tenantId, userId), bus.log.key, bus.log.bytesKey], [
       ...this.#enqueueArgs(entry, maxSize),
       bus.channel,
       bus.message,
+      ...busLogLimitArgs(bus.log),
+      busLogChannels([bus.channel]),
     ])) as [number, number];
     return { receivers: Number(receivers), queued: dropped >= 0, dropped: Math.max(0, Number(dropped)) };
   }

@@ -30,6 +30,8 @@ export interface RedisConnectionOptions {
   connectTimeoutMs?: number;
   /** Reconnect backoff with full jitter (SPEC §1 REDIS_BACKOFF_*). */
   backoff?: { initialDelayMs: number; maxDelayMs: number };
+  /** CLIENT SETNAME: lets `CLIENT LIST` tell which node a connection belongs to. */
+  connectionName?: string;
   log?: Logger;
 }
 
@@ -66,6 +68,7 @@ export class RedisConnection {
     const backoff = options.backoff ?? { initialDelayMs: 100, maxDelayMs: 30_000 };
     this.client = new Redis(options.url, {
       lazyConnect: true,
+      ...(options.connectionName === undefined ? {} : { connectionName: options.connectionName }),
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       commandTimeout: options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
