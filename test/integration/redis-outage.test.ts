@@ -30,7 +30,7 @@ import { rmSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { TestWs } from '../helpers/clients.ts';
 import { freePort, tempDir } from '../helpers/cli-process.ts';
-import { sleep, startTestNode, TEST_API_KEY, type TestNode } from '../helpers/node.ts';
+import { sleep, startTestNode, TEST_API_KEY } from '../helpers/node.ts';
 
 const OUTAGE_MS = 10_000;
 const SEND_EVERY_MS = 50;
