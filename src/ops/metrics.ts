@@ -42,6 +42,14 @@ export class Metrics {
     labelNames: ['target'] as const,
     registers: [this.registry],
   });
+  /** The children of messagesSent, made once: a label lookup per send is measurable on the HTTP path. */
+  readonly messagesSentTo: Readonly<Record<'user' | 'users' | 'broadcast' | 'channel' | 'channels', { inc(): void }>> = {
+    user: this.messagesSent.labels('user'),
+    users: this.messagesSent.labels('users'),
+    broadcast: this.messagesSent.labels('broadcast'),
+    channel: this.messagesSent.labels('channel'),
+    channels: this.messagesSent.labels('channels'),
+  };
   readonly messagesDelivered = new Counter({
     name: 'ara_messages_delivered_total',
     help: 'Notification copies accepted by a connection on this node.',
