@@ -49,7 +49,8 @@ export function registerNotificationRoutes(app: FastifyInstance, deps: Notificat
     source: string,
     audience?: Audience,
   ): Promise<SendOutcome> => {
-    const content = await resolveContent(body, tenantId, deps.templates, audience);
+    const resolved = resolveContent(body, tenantId, deps.templates, audience);
+    const content = resolved instanceof Promise ? await resolved : resolved;
     const notification = buildNotification(content, source);
     return { notificationId: notification.id, result: await deps.delivery.send(tenantId, target, notification) };
   };
