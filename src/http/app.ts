@@ -5,7 +5,6 @@
  */
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
-import cors from '@fastify/cors';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { ApiError, HTTP_ERRORS, errorBody, type ErrorDetail } from '../errors.js';
@@ -13,6 +12,7 @@ import type { OriginPolicy } from '../auth/origin.js';
 import type { Metrics } from '../ops/metrics.js';
 import { redactUrl } from '../ops/logger.js';
 import { AllowedMethods } from './allowed-methods.js';
+import { registerCorsHook, registerPreflightRoute } from './cors.js';
 
 export const SEND_BODY_LIMIT = 64 * 1024;
 export const BATCH_BODY_LIMIT = 1024 * 1024;
@@ -44,9 +44,11 @@ export function createApp(options: AppOptions): FastifyInstance {
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: true } },
   });
   acceptJsonVariants(app);
-  registerCors(app, options.origins);
+  registerCorsHook(app, options.origins);
   registerErrorHandling(app, options);
   registerRequestMetrics(app, options.metrics, options.log);
+  // After the onRoute hooks above, which must see this route too.
+  registerPreflightRoute(app);
   return app;
 }
 
@@ -90,23 +92,6 @@ function acceptJsonVariants(app: FastifyInstance): void {
   app.addContentTypeParser(/^application\/[\w.-]+\+json(?:;.*)?$/i, { parseAs: 'string' }, (_req, body, done) => {
     const parser = app.getDefaultJsonParser('error', 'error');
     parser(_req, body as string, done);
-  });
-}
-
-function registerCors(app: FastifyInstance, origins: OriginPolicy): void {
-  void app.register(cors, {
-    // A request without Origin is not a CORS request: no CORS headers at all.
-    origin: (origin, callback) => {
-      if (origin === undefined) callback(null, false);
-      else if (origins.restricted) callback(null, origins.allows(origin));
-      else callback(null, '*');
-    },
-    methods: ['GET', 'POST', 'PUT', 'DELETE', 'OPTIONS'],
-    allowedHeaders: ['Content-Type', 'Authorization', 'X-API-Key', 'X-Tenant-ID', 'Last-Event-ID'],
-    exposedHeaders: ['Retry-After', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset'],
-    credentials: false,
-    maxAge: 600,
-    strictPreflight: false,
   });
 }
 
