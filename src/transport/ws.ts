@@ -148,13 +148,13 @@ export class WsGateway {
 
   async #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://localhost');
-    this.#log.trace({ url: redactUrl(req.url) }, 'websocket upgrade request');
+    if (this.#log.isLevelEnabled('trace')) this.#log.trace({ url: redactUrl(req.url) }, 'websocket upgrade request');
     const refusal = this.#checkRequest(req, url);
     if (refusal) {
       reject(socket, refusal.code, refusal.message, refusal.status, refusal.headers);
       return;
     }
-    const outcome = await this.#authenticator.authenticate(req, url, this.#options.clientAddress(req));
+    const outcome = await this.#authenticator.authenticate(req, url, this.#options.clientAddress);
     if (!outcome.ok) {
       reject(socket, outcome.code, outcome.message, outcome.status, outcome.headers);
       return;
@@ -169,7 +169,15 @@ export class WsGateway {
       reject(socket, 'SERVICE_UNAVAILABLE', 'Server is shutting down');
       return;
     }
-    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, socket, outcome.identity, options));
+    // ws writes the 101 response and #accept the `connected` greeting right
+    // after it, synchronously: corked, both leave in one write (one system
+    // call, one segment) instead of two. The bytes are the same.
+    socket.cork();
+    try {
+      this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, socket, outcome.identity, options));
+    } finally {
+      socket.uncork();
+    }
   }
 
   #checkRequest(req: IncomingMessage, url: URL): UpgradeRefusal | null {
