@@ -59,8 +59,7 @@ export class OutboundMessage {
    */
   get wsFrame(): Buffer {
     if (this.#wsFrame === undefined) {
-      const payload = this.wsPayload;
-      const length = payload.length;
+      const length = this.byteLength;
       const headerLength = length < 126 ? 2 : length < 65536 ? 4 : 10;
       const frame = Buffer.allocUnsafe(headerLength + length);
       frame[0] = 0x81;
@@ -73,7 +72,10 @@ export class OutboundMessage {
         frame[1] = 127;
         frame.writeBigUInt64BE(BigInt(length), 2);
       }
-      payload.copy(frame, headerLength);
+      // Encoded straight into the frame: no intermediate payload buffer
+      // unless a compressed connection asks for one.
+      if (this.#wsPayload === undefined) frame.write(this.json, headerLength, 'utf8');
+      else this.#wsPayload.copy(frame, headerLength);
       this.#wsFrame = frame;
     }
     return this.#wsFrame;
