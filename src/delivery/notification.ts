@@ -4,6 +4,7 @@
  * connection, the queue and the bus.
  */
 import { randomUUID } from 'node:crypto';
+import { isoTime } from '../clock.js';
 import { OutboundMessage, PRIORITY_LANE, type Priority } from '../hub/outbound.js';
 
 export type Audience =
@@ -41,7 +42,6 @@ export interface Notification {
  */
 class BuiltNotification implements Notification {
   readonly id: string;
-  readonly occurredAt: string;
   readonly occurredAtMs: number;
   readonly content: NotificationContent;
   readonly source: string;
@@ -50,9 +50,13 @@ class BuiltNotification implements Notification {
   constructor(id: string, occurredAtMs: number, content: NotificationContent, source: string) {
     this.id = id;
     this.occurredAtMs = occurredAtMs;
-    this.occurredAt = new Date(occurredAtMs).toISOString();
     this.content = content;
     this.source = source;
+  }
+
+  /** Formatted when first read: only the JSON (and the bus) need the text. */
+  get occurredAt(): string {
+    return isoTime(this.occurredAtMs);
   }
 
   get message(): OutboundMessage {

@@ -2,6 +2,7 @@
  * The send routes of SPEC §6.1: five single sends and the batch.
  */
 import { randomUUID } from 'node:crypto';
+import { isoTime } from '../../clock.js';
 import type { FastifyInstance } from 'fastify';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { resolveContent, type ContentRequest } from '../../delivery/content.js';
@@ -103,7 +104,7 @@ function sendResponse({ notificationId, result }: SendOutcome) {
     delivered_to: result.delivered,
     failed: result.failed,
     queued: result.queued,
-    timestamp: new Date().toISOString(),
+    timestamp: isoTime(Date.now()),
     ...(result.nodes === undefined ? {} : { nodes: result.nodes }),
   };
 }
