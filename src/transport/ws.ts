@@ -14,7 +14,7 @@ import { CLOSE_CODES, HTTP_ERRORS, errorBody, type HttpErrorCode } from '../erro
 import type { CloseReason, Connection, Transport } from '../hub/connection.js';
 import type { OutboundMessage } from '../hub/outbound.js';
 import { redactUrl } from '../ops/logger.js';
-import { connectOptions, type ConnectOptions, type HandshakeAuthenticator } from './handshake.js';
+import { connectOptions, requestTarget, type ConnectOptions, type HandshakeAuthenticator, type RequestTarget } from './handshake.js';
 import type { Identity } from '../auth/jwt.js';
 import type { RealtimeService } from './realtime.js';
 import { sendError } from './realtime.js';
@@ -147,7 +147,7 @@ export class WsGateway {
   };
 
   async #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    const url = requestTarget(req.url);
     if (this.#log.isLevelEnabled('trace')) this.#log.trace({ url: redactUrl(req.url) }, 'websocket upgrade request');
     const refusal = this.#checkRequest(req, url);
     if (refusal) {
@@ -180,7 +180,7 @@ export class WsGateway {
     }
   }
 
-  #checkRequest(req: IncomingMessage, url: URL): UpgradeRefusal | null {
+  #checkRequest(req: IncomingMessage, url: RequestTarget): UpgradeRefusal | null {
     if (url.pathname !== '/ws') return { code: 'NOT_FOUND', message: 'Route not found' };
     if (!this.#accepting) return { code: 'SERVICE_UNAVAILABLE', message: 'Server is shutting down' };
     if (req.method !== 'GET') {
