@@ -42,6 +42,11 @@ export class OutboundMessage {
     return new OutboundMessage(JSON.stringify(body), body.type, CONTROL_LANE);
   }
 
+  /** A control message whose JSON the caller assembled (hot paths; `type` is its type field). */
+  static controlJson(json: string, type: string): OutboundMessage {
+    return new OutboundMessage(json, type, CONTROL_LANE);
+  }
+
   /** UTF-8 size of the JSON, computed once and shared by every recipient. */
   get byteLength(): number {
     if (this.#byteLength < 0) this.#byteLength = Buffer.byteLength(this.json, 'utf8');
