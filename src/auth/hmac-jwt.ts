@@ -23,16 +23,30 @@ export function verifyHmacJwt(token: string, algorithm: HmacAlgorithm, secret: U
   if (!COMPACT_JWS.test(token)) throw new Error('ERR_JWS_INVALID: not a compact JWS');
   const first = token.indexOf('.');
   const second = token.indexOf('.', first + 1);
-  const header = parseSegment(token.slice(0, first), 'header');
-  // Only the configured algorithm; `crit` extensions are not understood, so refused (RFC 7515 §4.1.11).
-  if (header.alg !== algorithm) throw new Error('ERR_JOSE_ALG_NOT_ALLOWED: unexpected "alg"');
-  if (header.crit !== undefined) throw new Error('ERR_JOSE_NOT_SUPPORTED: "crit" is not supported');
+  checkHeader(token.slice(0, first), algorithm);
   const expected = createHmac(HASH_OF[algorithm], secret).update(token.slice(0, second)).digest();
   const signature = Buffer.from(token.slice(second + 1), 'base64url');
   if (signature.length !== expected.length || !timingSafeEqual(signature, expected)) {
     throw new Error('ERR_JWS_SIGNATURE_VERIFICATION_FAILED: signature verification failed');
   }
   return parseSegment(token.slice(first + 1, second), 'payload') as JWTPayload;
+}
+
+/**
+ * The last header segment that passed checkHeader, with its algorithm.
+ * Tokens from one issuer carry the same header byte for byte, so most
+ * connects skip decoding it; the check is a pure function of the segment,
+ * so remembering one accepted segment changes no outcome.
+ */
+let acceptedHeader: { segment: string; algorithm: HmacAlgorithm } | null = null;
+
+function checkHeader(segment: string, algorithm: HmacAlgorithm): void {
+  if (acceptedHeader !== null && acceptedHeader.segment === segment && acceptedHeader.algorithm === algorithm) return;
+  const header = parseSegment(segment, 'header');
+  // Only the configured algorithm; `crit` extensions are not understood, so refused (RFC 7515 §4.1.11).
+  if (header.alg !== algorithm) throw new Error('ERR_JOSE_ALG_NOT_ALLOWED: unexpected "alg"');
+  if (header.crit !== undefined) throw new Error('ERR_JOSE_NOT_SUPPORTED: "crit" is not supported');
+  acceptedHeader = { segment, algorithm };
 }
 
 /**

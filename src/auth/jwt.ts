@@ -7,7 +7,7 @@
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { createRemoteJWKSet, decodeJwt, jwtVerify, SignJWT, type JWTPayload } from 'jose';
-import { checkRegisteredClaims, isHmacAlgorithm, verifyHmacJwt } from './hmac-jwt.js';
+import { checkRegisteredClaims, isHmacAlgorithm, verifyHmacJwt, type HmacAlgorithm } from './hmac-jwt.js';
 import type { Config, JwtAlgorithm, TenantJwt } from '../config/types.js';
 import { DEFAULT_TENANT, isValidTenantId } from '../tenancy/tenant-id.js';
 
@@ -73,7 +73,13 @@ export class TokenVerifier {
     const claimedTenant = this.#unverifiedTenant(token);
     const key = (claimedTenant && this.#tenantKeys.get(claimedTenant)) || this.#globalKey;
     if (key === null) throw new AuthError('no verification key is configured for this token');
-    return this.#identityFrom(await this.#verifySignatureAndTimes(token, key));
+    const [algorithm] = key.algorithms;
+    // The HMAC path is synchronous: no promise to wait for on the connect path.
+    const payload =
+      key.algorithms.length === 1 && algorithm !== undefined && isHmacAlgorithm(algorithm)
+        ? this.#verifyHmac(token, algorithm, key)
+        : await this.#verifyWithJose(token, key);
+    return this.#identityFrom(payload);
   }
 
   /** The tenant the token names, read without trusting it; only to pick a key. */
@@ -87,17 +93,17 @@ export class TokenVerifier {
     }
   }
 
-  async #verifySignatureAndTimes(token: string, key: VerificationKey): Promise<JWTPayload> {
-    const [algorithm] = key.algorithms;
-    if (key.algorithms.length === 1 && algorithm !== undefined && isHmacAlgorithm(algorithm)) {
-      try {
-        const payload = verifyHmacJwt(token, algorithm, key.key as Uint8Array);
-        checkRegisteredClaims(payload, { leewaySeconds: this.#leewaySeconds, issuer: this.#issuer, audience: this.#audience });
-        return payload;
-      } catch (error) {
-        throw new AuthError((error as Error).message);
-      }
+  #verifyHmac(token: string, algorithm: HmacAlgorithm, key: VerificationKey): JWTPayload {
+    try {
+      const payload = verifyHmacJwt(token, algorithm, key.key as Uint8Array);
+      checkRegisteredClaims(payload, { leewaySeconds: this.#leewaySeconds, issuer: this.#issuer, audience: this.#audience });
+      return payload;
+    } catch (error) {
+      throw new AuthError((error as Error).message);
     }
+  }
+
+  async #verifyWithJose(token: string, key: VerificationKey): Promise<JWTPayload> {
     try {
       const { payload } = await jwtVerify(token, key.key as Uint8Array, {
         algorithms: key.algorithms,

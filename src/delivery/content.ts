@@ -19,16 +19,22 @@ export interface ContentRequest {
   correlation_id?: string;
 }
 
-export async function resolveContent(
+/**
+ * Inline content is resolved synchronously and template content with one
+ * store read: the common inline send then waits on nothing (no promise,
+ * no microtask), which counts on the HTTP path.
+ */
+export function resolveContent(
   request: ContentRequest,
   tenantId: string,
   templates: TemplateStore,
   audience?: Audience,
-): Promise<NotificationContent> {
-  const content =
-    request.template_id !== undefined
-      ? await fromTemplate(request, tenantId, templates)
-      : inline(request);
+): NotificationContent | Promise<NotificationContent> {
+  if (request.template_id === undefined) return finished(inline(request), request, audience);
+  return fromTemplate(request, tenantId, templates).then((content) => finished(content, request, audience));
+}
+
+function finished(content: NotificationContent, request: ContentRequest, audience: Audience | undefined): NotificationContent {
   if (request.correlation_id !== undefined) content.correlationId = request.correlation_id;
   if (audience !== undefined) content.audience = audience;
   checkPayloadDepth(content.payload, request.template_id !== undefined ? 'variables' : 'payload');

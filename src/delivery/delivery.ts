@@ -93,9 +93,20 @@ export class Delivery {
     this.#cluster = cluster;
   }
 
-  async send(tenantId: string, target: Target, notification: Notification): Promise<DispatchResult> {
+  send(tenantId: string, target: Target, notification: Notification): Promise<DispatchResult> {
     const live = this.#dispatcher.dispatch(tenantId, target, notification, this.#stores.acks !== null);
     if (live.reachedUsers) this.#trackReached(live.reachedUsers, notification);
+    if (this.#cluster === null && !this.#queues(tenantId, live.offlineUsers, notification) && !this.#keepsHistory(tenantId, target, notification)) {
+      // Nothing to queue, store or route: the result is known now, without
+      // the awaits below (the common send to a user who is not connected).
+      const result: DispatchResult = { delivered: live.delivered, failed: live.failed, queued: 0 };
+      this.#record(tenantId, target.type, notification, result);
+      return Promise.resolve(result);
+    }
+    return this.#storeAndRoute(tenantId, target, notification, live);
+  }
+
+  async #storeAndRoute(tenantId: string, target: Target, notification: Notification, live: LiveResult): Promise<DispatchResult> {
     const cluster = this.#cluster;
     const [queuing, routed] = await Promise.all([
       cluster ? { queued: 0 } : this.#queueOffline(tenantId, live.offlineUsers, notification),
@@ -218,9 +229,7 @@ export class Delivery {
    */
   async #queueOffline(tenantId: string, userIds: string[], notification: Notification) {
     const queue = this.#stores.queue;
-    if (queue === null || userIds.length === 0 || notification.content.ttl === 0 || tenantId === ALL_TENANTS) {
-      return { queued: 0 };
-    }
+    if (queue === null || !this.#queues(tenantId, userIds, notification)) return { queued: 0 };
     const entry = this.#stored(notification, this.#options.queueTtlMs);
     const outcomes = await Promise.allSettled(userIds.map((userId) => this.#enqueueOne(queue, tenantId, userId, entry)));
     const failure = outcomes.find((outcome) => outcome.status === 'rejected');
@@ -229,6 +238,18 @@ export class Delivery {
       throw failure.reason;
     }
     return { queued: outcomes.length };
+  }
+
+  /** Whether a send queues anything for its offline users (SPEC §7: not ttl 0, not every-tenant broadcasts). */
+  #queues(tenantId: string, offlineUsers: string[], notification: Notification): boolean {
+    return this.#stores.queue !== null && offlineUsers.length > 0 && notification.content.ttl !== 0 && tenantId !== ALL_TENANTS;
+  }
+
+  /** Whether a send is kept in history (SPEC §7: user and channel targets, not broadcasts, not ttl 0). */
+  #keepsHistory(tenantId: string, target: Target, notification: Notification): boolean {
+    return (
+      this.#stores.history !== null && target.type !== 'broadcast' && notification.content.ttl !== 0 && tenantId !== ALL_TENANTS
+    );
   }
 
   async #enqueueOne(queue: OfflineQueue, tenantId: string, userId: string, entry: StoredNotification): Promise<void> {
@@ -241,7 +262,7 @@ export class Delivery {
 
   async #recordHistory(tenantId: string, target: Target, notification: Notification): Promise<void> {
     const history = this.#stores.history;
-    if (history === null || notification.content.ttl === 0 || tenantId === ALL_TENANTS) return;
+    if (history === null || !this.#keepsHistory(tenantId, target, notification)) return;
     const scopes = historyScopes(target);
     if (scopes.length === 0) return;
     const maxSizes = { user: this.#options.maxQueuePerUser, channel: this.#options.historyChannelMaxSize };
@@ -270,7 +291,7 @@ export class Delivery {
     const { json, lane } = notification.message;
     let order = this.#orders.get(notification);
     if (order === undefined) this.#orders.set(notification, (order = this.#sendOrder.next()));
-    return { id: notification.id, json, lane, expiresAtMs: Date.parse(notification.occurredAt) + ttlMs, order };
+    return { id: notification.id, json, lane, expiresAtMs: occurredAtMs(notification) + ttlMs, order };
   }
 
   #noteInflight(tenantId: string, userId: string, pending: Promise<unknown>): void {
@@ -465,11 +486,15 @@ export class Delivery {
   #record(tenantId: string, targetType: TargetType, notification: Notification, result: DispatchResult): void {
     count(this.#stats.node, targetType, result);
     if (tenantId !== ALL_TENANTS) count(this.#stats.forTenant(tenantId), targetType, result);
-    this.#metrics.messagesSent.inc({ target: targetType });
+    this.#metrics.messagesSentTo[targetType].inc();
     if (result.delivered > 0) this.#metrics.messagesDelivered.inc(result.delivered);
     if (result.failed > 0) this.#metrics.messagesFailed.inc(result.failed);
-    this.#metrics.deliveryLatency.observe((Date.now() - Date.parse(notification.occurredAt)) / 1000);
+    this.#metrics.deliveryLatency.observe((Date.now() - occurredAtMs(notification)) / 1000);
   }
+}
+
+function occurredAtMs(notification: Notification): number {
+  return notification.occurredAtMs ?? Date.parse(notification.occurredAt);
 }
 
 function historyScopes(target: Target): HistoryScope[] {

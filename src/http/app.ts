@@ -5,7 +5,6 @@
  */
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
-import cors from '@fastify/cors';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { ApiError, HTTP_ERRORS, errorBody, type ErrorDetail } from '../errors.js';
@@ -13,6 +12,7 @@ import type { OriginPolicy } from '../auth/origin.js';
 import type { Metrics } from '../ops/metrics.js';
 import { redactUrl } from '../ops/logger.js';
 import { AllowedMethods } from './allowed-methods.js';
+import { registerCorsHook, registerPreflightRoute } from './cors.js';
 
 export const SEND_BODY_LIMIT = 64 * 1024;
 export const BATCH_BODY_LIMIT = 1024 * 1024;
@@ -44,9 +44,11 @@ export function createApp(options: AppOptions): FastifyInstance {
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: true } },
   });
   acceptJsonVariants(app);
-  registerCors(app, options.origins);
+  registerCorsHook(app, options.origins);
   registerErrorHandling(app, options);
   registerRequestMetrics(app, options.metrics, options.log);
+  // After the onRoute hooks above, which must see this route too.
+  registerPreflightRoute(app);
   return app;
 }
 
@@ -90,23 +92,6 @@ function acceptJsonVariants(app: FastifyInstance): void {
   app.addContentTypeParser(/^application\/[\w.-]+\+json(?:;.*)?$/i, { parseAs: 'string' }, (_req, body, done) => {
     const parser = app.getDefaultJsonParser('error', 'error');
     parser(_req, body as string, done);
-  });
-}
-
-function registerCors(app: FastifyInstance, origins: OriginPolicy): void {
-  void app.register(cors, {
-    // A request without Origin is not a CORS request: no CORS headers at all.
-    origin: (origin, callback) => {
-      if (origin === undefined) callback(null, false);
-      else if (origins.restricted) callback(null, origins.allows(origin));
-      else callback(null, '*');
-    },
-    methods: ['GET', 'POST', 'PUT', 'DELETE', 'OPTIONS'],
-    allowedHeaders: ['Content-Type', 'Authorization', 'X-API-Key', 'X-Tenant-ID', 'Last-Event-ID'],
-    exposedHeaders: ['Retry-After', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset'],
-    credentials: false,
-    maxAge: 600,
-    strictPreflight: false,
   });
 }
 
@@ -181,24 +166,54 @@ function validationDetails(error: FastifyError): ErrorDetail[] {
  * One counter increment and one histogram sample per request, through
  * label children cached per (method, route, status): label sets are
  * bounded (methods Node accepts, registered route patterns, statuses).
+ * Each route gets its own hook with its pattern bound when it is
+ * registered, so a request costs no routeOptions lookup and no key string;
+ * one shared hook covers requests no route matched.
  */
 function registerRequestMetrics(app: FastifyInstance, metrics: Metrics, log: Logger): void {
-  const counters = new Map<string, { inc(): void }>();
-  const timers = new Map<string, { observe(value: number): void }>();
+  app.addHook('onRoute', (route) => {
+    const recorder = new RouteMetrics(metrics, route.url);
+    const hook = (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
+      recorder.record(request, reply, log);
+      done();
+    };
+    const existing = route.onResponse;
+    route.onResponse = existing === undefined ? [hook] : [...(Array.isArray(existing) ? existing : [existing]), hook];
+  });
+  const unmatched = new RouteMetrics(metrics, 'unmatched');
   app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done) => {
-    const route = request.routeOptions.url ?? 'unmatched';
-    const status = reply.statusCode;
-    const counterKey = `${request.method} ${route} ${status}`;
-    let counter = counters.get(counterKey);
-    if (!counter) counters.set(counterKey, (counter = metrics.httpRequests.labels(request.method, route, String(status))));
-    counter.inc();
-    const timerKey = `${request.method} ${route}`;
-    let timer = timers.get(timerKey);
-    if (!timer) timers.set(timerKey, (timer = metrics.httpDuration.labels(request.method, route)));
-    timer.observe(reply.elapsedTime / 1000);
-    if (log.isLevelEnabled('debug')) {
-      log.debug({ method: request.method, url: redactUrl(request.url), status, ms: reply.elapsedTime }, 'http request');
-    }
+    if (request.is404) unmatched.record(request, reply, log);
     done();
   });
+}
+
+class RouteMetrics {
+  readonly #metrics: Metrics;
+  readonly #route: string;
+  readonly #byMethod = new Map<string, { timer: { observe(value: number): void }; counters: Map<number, { inc(): void }> }>();
+
+  constructor(metrics: Metrics, route: string) {
+    this.#metrics = metrics;
+    this.#route = route;
+  }
+
+  record(request: FastifyRequest, reply: FastifyReply, log: Logger): void {
+    const method = request.method;
+    const status = reply.statusCode;
+    let series = this.#byMethod.get(method);
+    if (series === undefined) {
+      series = { timer: this.#metrics.httpDuration.labels(method, this.#route), counters: new Map() };
+      this.#byMethod.set(method, series);
+    }
+    let counter = series.counters.get(status);
+    if (counter === undefined) {
+      counter = this.#metrics.httpRequests.labels(method, this.#route, String(status));
+      series.counters.set(status, counter);
+    }
+    counter.inc();
+    series.timer.observe(reply.elapsedTime / 1000);
+    if (log.isLevelEnabled('debug')) {
+      log.debug({ method, url: redactUrl(request.url), status, ms: reply.elapsedTime }, 'http request');
+    }
+  }
 }

@@ -42,6 +42,11 @@ export class OutboundMessage {
     return new OutboundMessage(JSON.stringify(body), body.type, CONTROL_LANE);
   }
 
+  /** A control message whose JSON the caller assembled (hot paths; `type` is its type field). */
+  static controlJson(json: string, type: string): OutboundMessage {
+    return new OutboundMessage(json, type, CONTROL_LANE);
+  }
+
   /** UTF-8 size of the JSON, computed once and shared by every recipient. */
   get byteLength(): number {
     if (this.#byteLength < 0) this.#byteLength = Buffer.byteLength(this.json, 'utf8');
@@ -59,8 +64,7 @@ export class OutboundMessage {
    */
   get wsFrame(): Buffer {
     if (this.#wsFrame === undefined) {
-      const payload = this.wsPayload;
-      const length = payload.length;
+      const length = this.byteLength;
       const headerLength = length < 126 ? 2 : length < 65536 ? 4 : 10;
       const frame = Buffer.allocUnsafe(headerLength + length);
       frame[0] = 0x81;
@@ -73,7 +77,10 @@ export class OutboundMessage {
         frame[1] = 127;
         frame.writeBigUInt64BE(BigInt(length), 2);
       }
-      payload.copy(frame, headerLength);
+      // Encoded straight into the frame: no intermediate payload buffer
+      // unless a compressed connection asks for one.
+      if (this.#wsPayload === undefined) frame.write(this.json, headerLength, 'utf8');
+      else this.#wsPayload.copy(frame, headerLength);
       this.#wsFrame = frame;
     }
     return this.#wsFrame;

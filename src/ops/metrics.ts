@@ -3,8 +3,11 @@
  * updated by the parts where the events happen. Label values are always
  * from closed sets in this code, never from client input, so series stay
  * bounded. Gauges that mirror live state are computed at scrape time.
+ * Metrics updated on every request or send are Hot* ones (hot-metrics.ts):
+ * the same series, recorded more cheaply.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { HotCounter, HotHistogram, type CounterChild } from './hot-metrics.js';
 
 export interface LiveCounts {
   connections(): number;
@@ -36,12 +39,20 @@ export class Metrics {
     labelNames: ['type'] as const,
     registers: [this.registry],
   });
-  readonly messagesSent = new Counter({
+  readonly messagesSent = new HotCounter({
     name: 'ara_messages_sent_total',
     help: 'Notifications dispatched, by target type.',
     labelNames: ['target'] as const,
     registers: [this.registry],
   });
+  /** The children of messagesSent, made once: a label lookup per send is measurable on the HTTP path. */
+  readonly messagesSentTo: Readonly<Record<'user' | 'users' | 'broadcast' | 'channel' | 'channels', CounterChild>> = {
+    user: this.messagesSent.labels('user'),
+    users: this.messagesSent.labels('users'),
+    broadcast: this.messagesSent.labels('broadcast'),
+    channel: this.messagesSent.labels('channel'),
+    channels: this.messagesSent.labels('channels'),
+  };
   readonly messagesDelivered = new Counter({
     name: 'ara_messages_delivered_total',
     help: 'Notification copies accepted by a connection on this node.',
@@ -52,7 +63,7 @@ export class Metrics {
     help: 'Notification copies a target connection could not take.',
     registers: [this.registry],
   });
-  readonly deliveryLatency = new Histogram({
+  readonly deliveryLatency = new HotHistogram({
     name: 'ara_message_delivery_latency_seconds',
     help: 'Time from a notification being built to its last local write (one sample per dispatch).',
     buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
@@ -63,13 +74,13 @@ export class Metrics {
     help: 'Connections closed because their outbound backlog passed WEBSOCKET_MAX_BUFFERED_BYTES.',
     registers: [this.registry],
   });
-  readonly httpRequests = new Counter({
+  readonly httpRequests = new HotCounter({
     name: 'ara_http_requests_total',
     help: 'HTTP requests answered, by method, route pattern and status.',
     labelNames: ['method', 'route', 'status'] as const,
     registers: [this.registry],
   });
-  readonly httpDuration = new Histogram({
+  readonly httpDuration = new HotHistogram({
     name: 'ara_http_request_duration_seconds',
     help: 'HTTP request duration, by method and route pattern.',
     labelNames: ['method', 'route'] as const,

@@ -49,6 +49,8 @@ export class RealtimeService implements ConnectionOwner {
   readonly #metrics: Metrics;
   readonly #log: Logger;
   readonly #options: RealtimeOptions;
+  /** heartbeat_interval of the connected message, as JSON writes the number. */
+  readonly #heartbeatSeconds: string;
   #acks: AckHandler | null = null;
   #replay: ReplayHandler | null = null;
   /** Connect-time replays still running, so a `Resume` can wait for its connection's. */
@@ -60,6 +62,7 @@ export class RealtimeService implements ConnectionOwner {
     this.#metrics = metrics;
     this.#log = log;
     this.#options = options;
+    this.#heartbeatSeconds = JSON.stringify(options.heartbeatIntervalMs / 1000);
   }
 
   setAckHandler(handler: AckHandler | null): void {
@@ -91,15 +94,7 @@ export class RealtimeService implements ConnectionOwner {
 
   /** Greets the client, then replays what waited for it, then goes live. */
   async start(connection: Connection, lastEventId: string | null = null): Promise<void> {
-    connection.deliver(
-      OutboundMessage.control({
-        type: 'connected',
-        connection_id: connection.id,
-        user_id: connection.userId,
-        tenant_id: connection.tenantId,
-        heartbeat_interval: this.#options.heartbeatIntervalMs / 1000,
-      }),
-    );
+    connection.deliver(this.#connectedMessage(connection));
     if (this.#replay) {
       connection.openResumeWindow();
       const replay = this.#replay.replayOnConnect(connection, lastEventId);
@@ -110,6 +105,18 @@ export class RealtimeService implements ConnectionOwner {
         this.#replaying.delete(connection);
       }
     }
+  }
+
+  /**
+   * `{"type":"connected","connection_id","user_id","tenant_id","heartbeat_interval"}`
+   * (SPEC §4), the same text JSON.stringify gives for that object, from
+   * prepared parts: serialising the whole object showed on every connect.
+   */
+  #connectedMessage(connection: Connection): OutboundMessage {
+    const json =
+      `{"type":"connected","connection_id":${JSON.stringify(connection.id)},"user_id":${JSON.stringify(connection.userId)},` +
+      `"tenant_id":${JSON.stringify(connection.tenantId)},"heartbeat_interval":${this.#heartbeatSeconds}}`;
+    return OutboundMessage.controlJson(json, 'connected');
   }
 
   connectionEnded(connection: Connection, reason: CloseReason): void {

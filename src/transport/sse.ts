@@ -67,7 +67,7 @@ export function registerSseRoute(
   app.get('/sse', async (request: FastifyRequest, reply: FastifyReply) => {
     if (!options.isAccepting()) throw new ApiError('SERVICE_UNAVAILABLE', 'Server is shutting down');
     const url = new URL(request.raw.url ?? '/', 'http://localhost');
-    const outcome = await authenticator.authenticate(request.raw, url, options.clientAddress(request.raw));
+    const outcome = await authenticator.authenticate(request.raw, url, options.clientAddress);
     if (!outcome.ok) {
       throw new ApiError(outcome.code, outcome.message, { status: outcome.status, headers: outcome.headers });
     }

@@ -2,6 +2,7 @@
  * The send routes of SPEC §6.1: five single sends and the batch.
  */
 import { randomUUID } from 'node:crypto';
+import { isoTime } from '../../clock.js';
 import type { FastifyInstance } from 'fastify';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { resolveContent, type ContentRequest } from '../../delivery/content.js';
@@ -49,7 +50,8 @@ export function registerNotificationRoutes(app: FastifyInstance, deps: Notificat
     source: string,
     audience?: Audience,
   ): Promise<SendOutcome> => {
-    const content = await resolveContent(body, tenantId, deps.templates, audience);
+    const resolved = resolveContent(body, tenantId, deps.templates, audience);
+    const content = resolved instanceof Promise ? await resolved : resolved;
     const notification = buildNotification(content, source);
     return { notificationId: notification.id, result: await deps.delivery.send(tenantId, target, notification) };
   };
@@ -102,7 +104,7 @@ function sendResponse({ notificationId, result }: SendOutcome) {
     delivered_to: result.delivered,
     failed: result.failed,
     queued: result.queued,
-    timestamp: new Date().toISOString(),
+    timestamp: isoTime(Date.now()),
     ...(result.nodes === undefined ? {} : { nodes: result.nodes }),
   };
 }
