@@ -29,6 +29,7 @@
  *   {"o":origin node,"t":tenant or "*","k":"u"|"c"|"b","i":id,"l":lane,"c":[channels]?,"a":audience?}
  */
 import type { Logger } from 'pino';
+import { isoTime } from '../clock.js';
 import type { Config } from '../config/types.js';
 import { ALL_TENANTS, type Target } from '../delivery/dispatcher.js';
 import type { Audience, Notification } from '../delivery/notification.js';
@@ -342,9 +343,11 @@ export class Cluster implements HubListener {
     const content = header.a === undefined ? { eventType: '', payload: null, priority: 'Normal' as const } : {
       eventType: '', payload: null, priority: 'Normal' as const, audience: header.a,
     };
+    const receivedAtMs = Date.now();
     const notification: Notification = {
       id: header.i,
-      occurredAt: new Date().toISOString(),
+      occurredAt: isoTime(receivedAtMs),
+      occurredAtMs: receivedAtMs,
       content,
       source: 'cluster',
       message: new OutboundMessage(json, 'notification', header.l, header.i),
