@@ -25,7 +25,8 @@
  * is queued instead (and not logged), so it is replayed once, at connect.
  *
  * Bus message: one JSON header line, then the notification JSON exactly as
- * built by the sender (never serialised again):
+ * built by the sender (never serialised again); published behind one more
+ * line, the id of its bus log entry:
  *   {"o":origin node,"t":tenant or "*","k":"u"|"c"|"b","i":id,"l":lane,"c":[channels]?,"a":audience?}
  */
 import type { Logger } from 'pino';
@@ -40,6 +41,7 @@ import type { Metrics } from '../ops/metrics.js';
 import type { RedisService } from '../redis/redis-service.js';
 import type { RedisQueue } from '../storage/queue/redis-queue.js';
 import { BUS_LOG_LUA, busLogChannels, busLogLimitArgs, type BusLogLimits } from '../storage/redis/bus-log.js';
+import { BusGap } from './bus-gap.js';
 import { unescapeTail, type RedisScript } from '../storage/redis/redis-connection.js';
 import type { StoredNotification } from '../storage/types.js';
 import { ClusterPresence, type RemoteCounts } from './presence.js';
@@ -70,32 +72,26 @@ export interface RouteResult {
   remoteNodes: number;
 }
 
-/**
- * Remote notifications remembered (by id, and by id and user for user
- * messages): a connection in several targeted channels gets one copy, and
- * a catch-up read of the bus log skips what was already delivered live.
- */
-const SEEN_IDS = 16_384;
-
 /** The bus log (src/storage/redis/bus-log.ts): a node resubscribing later than the window lost those messages. */
 const BUS_LOG_MAX_ENTRIES = 10_000;
 const BUS_LOG_MAX_BYTES = 32 * 1024 * 1024;
 const BUS_LOG_WINDOW_MS = 60_000;
-/** A catch-up reads from this long before the link was lost: clocks of nodes and Redis differ a little. */
-const CATCH_UP_MARGIN_MS = 2000;
-/** Entries per XRANGE page during a catch-up. */
-const CATCH_UP_PAGE = 500;
+/** Entries per XRANGE page during a catch-up; it yields between pages (an entry may list thousands of users). */
+const CATCH_UP_PAGE = 100;
 /** How long a catch-up waits for the command connection, which may come back after pub/sub. */
 const CATCH_UP_PATIENCE_MS = 30_000;
 
 /**
- * PUBLISH on each bus channel and append one entry to the bus log.
+ * Append one entry to the bus log and PUBLISH the message, behind the
+ * entry's id, on each bus channel.
  * KEYS: log, its byte counter. ARGV: log limits (3), message, the entry's
  * channel field ('' for none), bus channels…
  */
 const BUS_PUBLISH = `${BUS_LOG_LUA}
-for i = 6, #ARGV do redis.call('PUBLISH', ARGV[i], ARGV[4]) end
-bus_log_append(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5])
+local entry = bus_log_add(KEYS[1], ARGV[4], ARGV[5])
+local message = entry .. '\\n' .. ARGV[4]
+for i = 6, #ARGV do redis.call('PUBLISH', ARGV[i], message) end
+bus_log_trim(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), #ARGV[4] + #ARGV[5])
 return 1
 `;
 
@@ -109,7 +105,10 @@ export class Cluster implements HubListener {
   readonly #broadcastChannel: string;
   readonly #busLog: BusLogLimits;
   readonly #busPublish: RedisScript;
-  readonly #seen = new Set<string>();
+  /** Null until start(): what this node has had of the bus log. */
+  #gap: BusGap | null = null;
+  /** Bumped by each catch-up: an older one still running stops. */
+  #catchUpRun = 0;
   /** Subscriptions of users in flight: a replay waits for its user's. */
   readonly #userSubscriptions = new Map<string, Promise<void>>();
   #onRemote: (delivery: RemoteDelivery) => number = () => 0;
@@ -130,6 +129,7 @@ export class Cluster implements HubListener {
       windowMs: BUS_LOG_WINDOW_MS,
     };
     this.#busPublish = redis.connection.defineScript('araBusPublish', 2, BUS_PUBLISH);
+    redis.subscriber.onLost(() => this.#gap?.lost());
     redis.subscriber.onResubscribed((lostAtMs) => void this.#catchUp(lostAtMs));
     this.presence = new ClusterPresence(redis, hub, this.#nodeId, config.cluster.sessionTtlMs, this.#log);
     hub.addListener(this);
@@ -145,9 +145,14 @@ export class Cluster implements HubListener {
   }
 
   async start(): Promise<void> {
+    // Where this node starts in the bus log: earlier entries were never its business.
+    const client = this.#redis.connection.client;
+    const [last] = await client.xrevrange(this.#busLog.key, '+', '-', 'COUNT', 1);
+    this.#gap = new BusGap(last?.[0] ?? '0-0');
     await this.#redis.subscriber.subscribe(this.#broadcastChannel);
     await this.presence.start();
   }
+
 
   async stop(): Promise<void> {
     this.#stopped = true;
@@ -319,27 +324,34 @@ export class Cluster implements HubListener {
   // -------------------------------------------------------------------------
   // Receiving
 
-  /**
-   * A message on one of this node's bus channels (or from the bus log, with
-   * no channel for channel and broadcast messages). Answers the local
-   * connections it reached: 0 when it was this node's own, seen before, or
-   * malformed.
-   */
-  receive(channel: string, message: string): number {
+  /** A message on one of this node's bus channels: `<log entry id>\n<header>\n<notification JSON>`. */
+  receive(channel: string, raw: string): void {
+    const cut = raw.indexOf('\n');
+    const gap = this.#gap;
+    if (cut < 0 || gap === null) return;
+    const parsed = this.#parse(channel, raw.slice(cut + 1));
+    if (parsed === null) return;
+    if (!gap.acceptLive(raw.slice(0, cut), parsed.header.k === 'u' ? channel : null)) return;
+    if (parsed.header.o !== this.#nodeId) this.#deliver(parsed);
+  }
+
+  #parse(channel: string, message: string): { header: BusHeader; target: Target; json: string } | null {
     const newline = message.indexOf('\n');
-    if (newline < 0) return 0;
+    if (newline < 0) return null;
     let header: BusHeader;
     try {
       header = JSON.parse(message.slice(0, newline)) as BusHeader;
     } catch {
       this.#log.warn({ channel }, 'ignored a malformed cluster bus message');
-      return 0;
+      return null;
     }
-    if (header.o === this.#nodeId) return 0;
     const target = this.#targetOf(header, channel);
-    if (target === null || this.#alreadyDelivered(header, channel)) return 0;
+    return target === null ? null : { header, target, json: message.slice(newline + 1) };
+  }
+
+  /** Local delivery of a message from another node; the connections it reached. */
+  #deliver({ header, target, json }: { header: BusHeader; target: Target; json: string }): number {
     this.#metrics.clusterMessages.inc({ direction: 'received' });
-    const json = message.slice(newline + 1);
     const content = header.a === undefined ? { eventType: '', payload: null, priority: 'Normal' as const } : {
       eventType: '', payload: null, priority: 'Normal' as const, audience: header.a,
     };
@@ -363,61 +375,73 @@ export class Cluster implements HubListener {
   }
 
   /**
-   * A connection subscribed to several channels of one notification gets
-   * one copy: the first bus message delivers to all listed channels here,
-   * the others are recognised by id and dropped.
-   */
-  #alreadyDelivered(header: BusHeader, channel: string): boolean {
-    // A user message goes out once per user's bus channel: each is its own delivery.
-    const key = header.k === 'u' ? `${header.i}|${channel}` : header.i;
-    if (this.#seen.has(key)) return true;
-    this.#seen.add(key);
-    if (this.#seen.size > SEEN_IDS) this.#seen.delete(this.#seen.values().next().value!);
-    return false;
-  }
-
-  /**
-   * After the pub/sub link came back: delivers the messages logged since
-   * just before it was lost that this node did not get live (the others
-   * are recognised as seen). Runs once the command connection is up too;
-   * gives up, with a warning, after a long wait.
+   * After the pub/sub link came back: delivers what the bus log holds
+   * after the last entry this node had, up to its end now, that this node
+   * did not get live (BusGap). Runs once the command connection is up too,
+   * yields between pages, and gives up with a warning after a long wait.
    */
   async #catchUp(lostAtMs: number): Promise<void> {
+    const gap = this.#gap;
+    if (gap === null || !gap.inGap) return;
+    const run = ++this.#catchUpRun;
     const giveUpAt = Date.now() + CATCH_UP_PATIENCE_MS;
-    let start = String(Math.max(0, lostAtMs - CATCH_UP_MARGIN_MS));
+    const client = this.#redis.connection.client;
     let delivered = 0;
     for (;;) {
-      let page: [string, string[]][];
       try {
-        page = await this.#redis.guarded(() =>
-          this.#redis.connection.client.xrange(this.#busLog.key, start, '+', 'COUNT', CATCH_UP_PAGE),
-        );
+        // Entry ids are times: a Redis that restarted with its log kept goes on after the last
+        // one, and one that lost it starts a new log later than anything this node had.
+        const [last] = await this.#redis.guarded(() => client.xrevrange(this.#busLog.key, '+', '-', 'COUNT', 1));
+        const end = last?.[0] ?? null;
+        let start = `(${gap.coveredUpTo}`;
+        while (end !== null) {
+          const page = await this.#redis.guarded(() => client.xrange(this.#busLog.key, start, end, 'COUNT', CATCH_UP_PAGE));
+          if (run !== this.#catchUpRun || this.#stopped) return; // a newer catch-up (or shutdown) took over
+          for (const [entryId, fields] of page) delivered += this.#deliverLogged(gap, entryId, fields);
+          if (page.length < CATCH_UP_PAGE) break;
+          start = `(${page[page.length - 1]![0]}`;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        gap.closed(end);
+        break;
       } catch (error) {
-        if (Date.now() > giveUpAt || this.#stopped) {
-          this.#log.warn({ err: error }, 'bus catch-up abandoned: messages sent while the pub/sub link was down may be missing here');
+        if (Date.now() > giveUpAt || this.#stopped || run !== this.#catchUpRun) {
+          if (run === this.#catchUpRun) {
+            this.#log.warn({ err: error }, 'bus catch-up abandoned: messages sent while the pub/sub link was down may be missing here');
+          }
           return;
         }
         await new Promise((resolve) => setTimeout(resolve, 250));
-        continue;
       }
-      for (const [, fields] of page) delivered += this.#receiveLogged(fields);
-      if (page.length < CATCH_UP_PAGE) break;
-      start = `(${page[page.length - 1]![0]}`;
     }
     this.#log.info({ delivered, since: new Date(lostAtMs).toISOString() }, 'bus catch-up after the pub/sub link came back');
   }
 
-  /** One bus log entry (fields `m`, and `c` for user messages); the local connections it reached. */
-  #receiveLogged(fields: string[]): number {
+  /**
+   * One bus log entry (fields `m`, and `c` for user messages): delivered
+   * unless this node had it. User messages only for the users this node
+   * holds. Answers the local connections it reached.
+   */
+  #deliverLogged(gap: BusGap, entryId: string, fields: string[]): number {
     let message: string | undefined;
-    let channels: string[] = [''];
+    let userChannels: string[] | null = null;
     for (let i = 0; i + 1 < fields.length; i += 2) {
       if (fields[i] === 'm') message = fields[i + 1];
-      else if (fields[i] === 'c') channels = JSON.parse(fields[i + 1]!) as string[];
+      else if (fields[i] === 'c') userChannels = JSON.parse(fields[i + 1]!) as string[];
     }
     if (message === undefined) return 0;
+    if (userChannels === null) {
+      const parsed = this.#parse('', message);
+      if (parsed === null || parsed.header.o === this.#nodeId || !gap.claim(entryId, null)) return 0;
+      return this.#deliver(parsed);
+    }
     let delivered = 0;
-    for (const channel of channels) delivered += this.receive(channel, message);
+    for (const channel of userChannels) {
+      if (!this.#redis.subscriber.wants(channel)) continue;
+      const parsed = this.#parse(channel, message);
+      if (parsed === null || parsed.header.o === this.#nodeId || !gap.claim(entryId, channel)) continue;
+      delivered += this.#deliver(parsed);
+    }
     return delivered;
   }
 

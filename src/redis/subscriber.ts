@@ -37,6 +37,7 @@ export class RedisSubscriber {
   readonly #waiters = new Map<string, Waiter[]>();
   #handler: MessageHandler = () => {};
   #resubscribed: ResubscribedHandler = () => {};
+  #lost: () => void = () => {};
   /** When the link was lost; null while connected or before the first connect. */
   #lostAtMs: number | null = null;
   #flushScheduled = false;
@@ -50,7 +51,10 @@ export class RedisSubscriber {
     client.on('ready', () => this.#resubscribeAll());
     client.on('close', () => {
       // Reconnect attempts close again: the first loss is where the gap starts.
-      this.#lostAtMs ??= Date.now();
+      if (this.#lostAtMs === null) {
+        this.#lostAtMs = Date.now();
+        this.#lost();
+      }
       this.#confirmed.clear();
       this.#confirmedPatterns.clear();
     });
@@ -65,6 +69,16 @@ export class RedisSubscriber {
 
   onResubscribed(handler: ResubscribedHandler): void {
     this.#resubscribed = handler;
+  }
+
+  /** Called when the link goes away (once per outage, however many reconnect attempts fail). */
+  onLost(handler: () => void): void {
+    this.#lost = handler;
+  }
+
+  /** True while the node wants `channel`, whether or not Redis has confirmed it yet. */
+  wants(channel: string): boolean {
+    return this.#wantedChannels.has(channel);
   }
 
   get ready(): boolean {

@@ -354,6 +354,14 @@ describe('Redis trigger on a three-node cluster (SPEC §8)', () => {
   // while the nodes' command connections, already authenticated, keep working.
   test('a channel or broadcast send taken while other nodes are resubscribing reaches them once, from the bus log', async (t) => {
     const admin = ['--user', 'trig-admin', '--pass', 'trig-admin-pass', '--no-auth-warning'];
+    // Delivered live just before the links drop: the catch-up must not deliver them again.
+    const before = [
+      (await nodes[0]!.api('POST', '/api/v1/notifications/channel', { channel: 'news', event_type: 'pre', payload: {} }, { 'x-tenant-id': 'acme' })).json,
+      (await nodes[0]!.api('POST', '/api/v1/notifications/send', { target_user_id: 'u1', event_type: 'pre', payload: {} }, { 'x-tenant-id': 'acme' })).json,
+    ];
+    await waitFor('pre-drop sends live', () =>
+      [by('u2@1'), by('u3@2')].every((c) => c.ws.messages.some((m) => m.id === before[0].notification_id)) &&
+      by('u1@2').ws.messages.some((m) => m.id === before[1].notification_id));
     await cli(port, ['ACL', 'SETUSER', 'trig-admin', 'on', '>trig-admin-pass', 'allcommands', 'allkeys', 'allchannels']);
     await cli(port, ['ACL', 'SETUSER', 'default', 'off']);
     let sends: { channel: any; broadcast: any; user: any };
@@ -377,6 +385,8 @@ describe('Redis trigger on a three-node cluster (SPEC §8)', () => {
       ['channel', sends.channel.notification_id, ['u2@1', 'u3@2']],
       ['broadcast', sends.broadcast.notification_id, ['u1@0', 'u1@2', 'u2@1', 'u3@2']],
       ['user', sends.user.notification_id, ['u1@0', 'u1@2']],
+      ['channel before the drop', before[0].notification_id, ['u2@1', 'u3@2']],
+      ['user before the drop', before[1].notification_id, ['u1@0', 'u1@2']],
     ];
     for (const [, id, names] of expected) {
       for (const name of names) await waitFor(`${id} at ${name}`, () => by(name).ws.messages.some((m) => m.id === id), 10_000);

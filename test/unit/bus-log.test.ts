@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { BUS_LOG_LUA, busLogChannels, busLogLimitArgs, type BusLogLimits } from '../../src/storage/redis/bus-log.ts';
+import { BUS_LOG_LUA, busLogChannels, busLogLimitArgs, compareEntryIds, type BusLogLimits } from '../../src/storage/redis/bus-log.ts';
 import { RedisConnection, type RedisScript } from '../../src/storage/redis/redis-connection.ts';
 import { deleteRedisKeys } from '../helpers/store-backends.ts';
 
@@ -85,10 +85,22 @@ describe('bus log bounds (docs/scaling.md)', () => {
     assert.deepEqual(await contents(log), { messages: [], bytes: 0 });
   });
 
-  test('the channels field is stored as the JSON list of bus channels', async () => {
-    const log = freshLog({});
+  test('the channels field is stored as the JSON list of bus channels, and its bytes count', async () => {
+    const log = freshLog({ maxBytes: 80 });
     await add(log, 'to-users', busLogChannels(['p:bus:t:u:alice', 'p:bus:t:u:a"b']));
+    assert.equal((await contents(log)).bytes, 8 + 36);
     const entries = await redis.client.xrange(log.key, '-', '+');
     assert.deepEqual(entries.map(([, fields]) => fields), [['m', 'to-users', 'c', '["p:bus:t:u:alice","p:bus:t:u:a\\"b"]']]);
+    // A second such entry passes the 80-byte budget: the first goes, with its channels.
+    await add(log, 'to-users', busLogChannels(['p:bus:t:u:alice', 'p:bus:t:u:a"b']));
+    assert.equal((await redis.client.xlen(log.key)), 1);
+    assert.equal((await contents(log)).bytes, 44);
+  });
+
+  test('entry ids order as Redis orders them', () => {
+    assert.equal(compareEntryIds('1700000000000-0', '1700000000000-0'), 0);
+    assert.equal(compareEntryIds('1700000000000-2', '1700000000000-10'), -1);
+    assert.equal(compareEntryIds('1700000000001-0', '1700000000000-99'), 1);
+    assert.equal(compareEntryIds('999-5', '1000-0'), -1);
   });
 });

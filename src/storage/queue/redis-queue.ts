@@ -95,14 +95,17 @@ const ENQUEUE_FUNCTION = `local function enqueue()\n${ENQUEUE}\nend\n`;
 // Cluster delivery (SPEC §8). KEYS[4] bus log, KEYS[5] its byte counter. ARGV[7] bus channel,
 // ARGV[8] bus message, ARGV[9..11] bus log limits (entries, bytes, window ms), ARGV[12] the
 // log entry's channel field.
-// Publishes; when no node heard it, queues in the same script, otherwise appends it to the
-// bus log (another node holding the user may be resubscribing). Returns {receivers, dropped or -1}.
+// Publishes (behind its bus log entry id); when no node heard it, queues it in the same script
+// and takes the entry back, otherwise keeps it in the bus log (another node holding the user may
+// be resubscribing). Returns {receivers, dropped or -1}.
 const PUBLISH_OR_ENQUEUE = `${ENQUEUE_FUNCTION}${BUS_LOG_LUA}
-local receivers = redis.call('PUBLISH', ARGV[7], ARGV[8])
+local entry = bus_log_add(KEYS[4], ARGV[8], ARGV[12])
+local receivers = redis.call('PUBLISH', ARGV[7], entry .. '\\n' .. ARGV[8])
 if receivers > 0 then
-  bus_log_append(KEYS[4], KEYS[5], tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[8], ARGV[12])
+  bus_log_trim(KEYS[4], KEYS[5], tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), #ARGV[8] + #ARGV[12])
   return {receivers, -1}
 end
+redis.call('XDEL', KEYS[4], entry)
 return {0, enqueue()}
 `;
 
