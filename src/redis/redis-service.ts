@@ -29,21 +29,6 @@ const PROBE_EVERY_MS = 250;
 /** A probe unanswered this long means Redis stopped answering. */
 const UNRESPONSIVE_AFTER_MS = 1000;
 
-/** Settles (rejects) when Redis is found unresponsive; calls in flight race it. */
-class StallSignal {
-  readonly promise: Promise<never>;
-  readonly fire: () => void;
-
-  constructor() {
-    let fire!: () => void;
-    this.promise = new Promise<never>((_, reject) => {
-      fire = () => reject(new CircuitOpenError());
-    });
-    this.promise.catch(() => {}); // only racing callers care
-    this.fire = fire;
-  }
-}
-
 export class RedisService {
   readonly connection: RedisConnection;
   readonly subscriber: RedisSubscriber;
@@ -55,7 +40,8 @@ export class RedisService {
   /** When the PING in flight was sent; null when none is. */
   #probeSentAtMs: number | null = null;
   #unresponsive = false;
-  #stall = new StallSignal();
+  /** Rejecters of the guarded calls in flight: failed at once when Redis stops answering. */
+  readonly #inflight = new Set<(error: Error) => void>();
 
   constructor(config: Config, log: Logger, metrics: Metrics) {
     this.#log = log.child({ component: 'redis' });
@@ -122,8 +108,23 @@ export class RedisService {
    */
   guarded<T>(call: () => Promise<T>): Promise<T> {
     if (this.#unresponsive) return Promise.reject(new CircuitOpenError());
-    const stall = this.#stall.promise;
-    return this.breaker.run(() => Promise.race([call(), stall]));
+    return this.breaker.run(() => this.#failableOnStall(call()));
+  }
+
+  #failableOnStall<T>(pending: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.#inflight.add(reject);
+      pending.then(
+        (value) => {
+          this.#inflight.delete(reject);
+          resolve(value);
+        },
+        (error: unknown) => {
+          this.#inflight.delete(reject);
+          reject(error);
+        },
+      );
+    });
   }
 
   async start(): Promise<void> {
@@ -164,8 +165,9 @@ export class RedisService {
       this.#unresponsive = true;
       this.#log.warn({ redis: this.connection.target, waitedMs: Date.now() - this.#probeSentAtMs }, 'redis stopped answering; failing calls until it does');
       this.breaker.trip();
-      this.#stall.fire();
-      this.#stall = new StallSignal();
+      const waiting = [...this.#inflight];
+      this.#inflight.clear();
+      for (const reject of waiting) reject(new CircuitOpenError());
     });
   }
 
