@@ -77,7 +77,7 @@ const HELP = `Usage: npm run bench -- [flags]
   --concurrency N         HTTP requests in flight for personal sends and autocannon (32)
   --connect-concurrency N handshakes in flight per client process (64)
   --cluster / --no-cluster  force the cluster scenario on / off
-  --profile               CPU-profile the service in the fan-out, personal and HTTP windows (report in bench/results/profile/)
+  --profile               CPU-profile the service in the fan-out, personal, HTTP and connect windows (report in bench/results/profile/)
   --out DIR               where to write the report (bench/results)
   --max-minutes M         hard limit for the whole run (14; quick 2)`;
 
@@ -152,7 +152,7 @@ let scenarios = list('scenarios', flags.scenarios, ALL_SCENARIOS);
 const servers = list('servers', flags.servers, ALL_SERVERS);
 if (flags['no-cluster'] || (quick && flags.cluster !== true && flags.scenarios === undefined)) scenarios = scenarios.filter((s) => s !== 'cluster');
 if (flags.cluster === true && !scenarios.includes('cluster')) scenarios.push('cluster');
-if (options.profile && flags.scenarios === undefined) scenarios = ['fanout', 'personal', 'http'];
+if (options.profile && flags.scenarios === undefined) scenarios = ['fanout', 'personal', 'http', 'connect'];
 const outDir = flags.out ?? join(REPO, 'bench', 'results', ...(options.profile ? ['profile'] : []));
 const profileServers: ServerName[] = options.profile && flags.servers === undefined ? ['service'] : servers;
 
@@ -1099,10 +1099,15 @@ async function memoryRep(kind: ServerName, rep: number): Promise<void> {
     await collectGarbage(server.inspectorUrl!);
     const rssBefore = rssBytes(server.pid);
     const heapBefore = await serverHeapUsed(server);
+    const profiler = options.profile && kind === 'service' && rep === 1 && scenarios.includes('connect')
+      ? await cpuProfiler(server, 'connect', `CPU profile of the service while ${options.idle.toLocaleString('en-US')} JWT-verified WebSocket connections open`)
+      : null;
+    if (profiler) await profiler('start');
     const cpu0 = cpuMicros(server.pid);
     log(`${tag}: opening ${options.idle.toLocaleString('en-US')} idle connections`);
     const connected = await fleet.connect(kind, [server.port], options.idle, 0, `${tag} idle connect`);
     const cpu1 = cpuMicros(server.pid);
+    if (profiler) await profiler('stop');
     if (connected.failed > 0) log(`${tag}: ${connected.failed} connects failed (${connected.errors.join('; ')})`);
     acc.connect.push({
       connections: connected.ready,
