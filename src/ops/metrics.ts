@@ -22,7 +22,7 @@ export interface LiveCounts {
 export class Metrics {
   readonly registry = new Registry();
 
-  readonly wsOpened = new Counter({
+  readonly wsOpened = new HotCounter({
     name: 'ara_ws_connections_opened_total',
     help: 'Realtime connections registered (WebSocket and SSE).',
     registers: [this.registry],

@@ -85,10 +85,13 @@ export class RealtimeService implements ConnectionOwner {
       return registered;
     }
     this.#metrics.wsOpened.inc();
-    this.#log.debug(
-      { connectionId: connection.id, tenantId: connection.tenantId, userId: connection.userId, kind: connection.kind },
-      'connection opened',
-    );
+    // Guarded: the fields object would be built on every connect even with debug off.
+    if (this.#log.isLevelEnabled('debug')) {
+      this.#log.debug(
+        { connectionId: connection.id, tenantId: connection.tenantId, userId: connection.userId, kind: connection.kind },
+        'connection opened',
+      );
+    }
     return { ok: true, connection };
   }
 
