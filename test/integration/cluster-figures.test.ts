@@ -20,10 +20,11 @@
  *    second as the clients receive them.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { CliProcess, cleanEnv, freePort, tempDir } from '../helpers/cli-process.ts';
+import { spawnRedisServer } from '../helpers/redis-server.ts';
 import { signToken } from '../helpers/node.ts';
 
 const SECRET = 'cluster-figures-secret-0123456789-abcdef';
@@ -73,7 +74,7 @@ async function waitForReceipts(ids: Set<string>, timeoutMs: number): Promise<num
 
 before(async () => {
   const redisPort = await freePort();
-  redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  redis = spawnRedisServer(redisPort);
   for (let i = 0; i < 3; i++) ports.push(await freePort());
   for (const [i, port] of ports.entries()) {
     procs.push(

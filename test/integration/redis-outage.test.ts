@@ -25,11 +25,11 @@
  * REDIS_BACKOFF_MAX_DELAY_MS=500 (reconnect attempts at most 0.5 s apart).
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { TestWs } from '../helpers/clients.ts';
 import { freePort, tempDir } from '../helpers/cli-process.ts';
+import { processExited, redisCli, spawnRedisServer, untilPong } from '../helpers/redis-server.ts';
 import { sleep, startTestNode, TEST_API_KEY } from '../helpers/node.ts';
 
 const OUTAGE_MS = 10_000;
@@ -42,36 +42,6 @@ const SEND_EVERY_MS = 50;
 const GRACE_MS = { SIGKILL: 300, SIGSTOP: 1500 } as const;
 /** The longest a send may wait before its 503 when Redis froze under it. */
 const DETECTION_BOUND_MS = 1500;
-
-function startRedis(port: number, dir: string | null): ChildProcess {
-  const persistence = dir === null
-    ? ['--appendonly', 'no']
-    : ['--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir];
-  return spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence], { stdio: 'ignore' });
-}
-
-function redisCli(port: number, ...args: string[]): Promise<string> {
-  return new Promise((resolve) => {
-    const child = spawn('redis-cli', ['-p', String(port), ...args], { stdio: ['ignore', 'pipe', 'ignore'] });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
-    child.on('close', () => resolve(out.trim()));
-    child.on('error', () => resolve(''));
-  });
-}
-
-async function untilPong(port: number): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while ((await redisCli(port, 'PING')) !== 'PONG') {
-    if (Date.now() > deadline) throw new Error(`redis-server on ${port} did not answer`);
-    await sleep(20);
-  }
-}
-
-function exited(server: ChildProcess): Promise<void> {
-  if (server.exitCode !== null || server.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => server.once('exit', () => resolve()));
-}
 
 interface Call {
   /** ms since the scenario started */
@@ -131,7 +101,7 @@ interface Scenario {
 async function runScenario(mode: 'SIGKILL' | 'SIGSTOP'): Promise<{ record: Scenario; cleanup: () => Promise<void> }> {
   const port = await freePort();
   const dir = mode === 'SIGKILL' ? tempDir('outage-aof') : null;
-  let server = startRedis(port, dir);
+  let server = spawnRedisServer(port, dir);
   await untilPong(port);
   const env = {
     CLUSTER_ENABLED: 'true',
@@ -156,7 +126,7 @@ async function runScenario(mode: 'SIGKILL' | 'SIGSTOP'): Promise<{ record: Scena
   // Both nodes listen for both users and the channel before traffic starts.
   const deadline = Date.now() + 5000;
   for (;;) {
-    const reply = (await redisCli(port, 'PUBSUB', 'NUMSUB', 'outage:bus:default:u:ua', 'outage:bus:default:u:ub', 'outage:bus:default:c:feed')).split('\n');
+    const reply = (await redisCli(port, ['PUBSUB', 'NUMSUB', 'outage:bus:default:u:ua', 'outage:bus:default:u:ub', 'outage:bus:default:c:feed'])).split('\n');
     if (reply[1] === '1' && reply[3] === '1' && reply[5] === '2') break;
     if (Date.now() > deadline) throw new Error(`bus subscriptions not ready: ${reply.join(' ')}`);
     await sleep(25);
@@ -205,7 +175,7 @@ async function runScenario(mode: 'SIGKILL' | 'SIGSTOP'): Promise<{ record: Scena
   const downAt = Date.now() - origin;
   if (mode === 'SIGKILL') {
     server.kill('SIGKILL');
-    await exited(server);
+    await processExited(server);
   } else {
     server.kill('SIGSTOP');
   }
@@ -221,7 +191,7 @@ async function runScenario(mode: 'SIGKILL' | 'SIGSTOP'): Promise<{ record: Scena
   }
   await sleep(Math.max(0, downAt + OUTAGE_MS - (Date.now() - origin)));
   if (mode === 'SIGKILL') {
-    server = startRedis(port, dir);
+    server = spawnRedisServer(port, dir);
   } else {
     server.kill('SIGCONT');
   }
@@ -259,7 +229,7 @@ async function runScenario(mode: 'SIGKILL' | 'SIGSTOP'): Promise<{ record: Scena
     await a.stop();
     await b.stop();
     server.kill('SIGKILL');
-    await exited(server);
+    await processExited(server);
     if (dir !== null) rmSync(dir, { recursive: true, force: true });
   };
   return { record, cleanup };
@@ -478,7 +448,7 @@ function countBy<T>(values: T[]): Record<string, number> {
 describe('after a Redis restart that lost everything, nodes are live again at once (SPEC §6.1 delivered_to, §6.2 cluster status)', () => {
   test('cluster status lists both nodes and a send counts the other node\'s connection within 1 s of /health turning 200', async (t) => {
     const port = await freePort();
-    let server = startRedis(port, null);
+    let server = spawnRedisServer(port);
     await untilPong(port);
     const env = {
       CLUSTER_ENABLED: 'true',
@@ -493,8 +463,8 @@ describe('after a Redis restart that lost everything, nodes are live again at on
     const onB = await TestWs.open(b.wsUrl(`?token=${await b.token('ub')}`));
     try {
       server.kill('SIGKILL');
-      await exited(server);
-      server = startRedis(port, null);
+      await processExited(server);
+      server = spawnRedisServer(port);
       await untilPong(port);
       const deadline = Date.now() + 10_000;
       for (const node of [a, b]) {
@@ -522,7 +492,7 @@ describe('after a Redis restart that lost everything, nodes are live again at on
       await a.stop();
       await b.stop();
       server.kill('SIGKILL');
-      await exited(server);
+      await processExited(server);
     }
   });
 });
@@ -532,7 +502,7 @@ describe('after a Redis restart that lost everything, nodes are live again at on
 describe('an idle node after a frozen Redis resumes (SPEC §6.3 /health)', () => {
   test('/health is degraded during a 3 s freeze and 200 again within 2 s of SIGCONT, with no traffic', async (t) => {
     const port = await freePort();
-    const server = startRedis(port, null);
+    const server = spawnRedisServer(port);
     await untilPong(port);
     const idle = await startTestNode({
       CLUSTER_ENABLED: 'true',
@@ -558,7 +528,7 @@ describe('an idle node after a frozen Redis resumes (SPEC §6.3 /health)', () =>
       server.kill('SIGCONT');
       await idle.stop();
       server.kill('SIGKILL');
-      await exited(server);
+      await processExited(server);
     }
   });
 });

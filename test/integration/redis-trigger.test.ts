@@ -13,11 +13,12 @@
  * pub/sub connection comes back quickly after CLIENT KILL.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { TestWs } from '../helpers/clients.ts';
 import { freePort } from '../helpers/cli-process.ts';
+import { redisCli, spawnRedisServer, untilPong } from '../helpers/redis-server.ts';
 import { sleep, startTestNode, type TestNode } from '../helpers/node.ts';
 
 // ---------------------------------------------------------------------------
@@ -27,46 +28,19 @@ const servers: ChildProcess[] = [];
 
 async function startRedis(): Promise<number> {
   const port = await freePort();
-  const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-    stdio: 'ignore',
-  });
-  servers.push(server);
-  const deadline = Date.now() + 5000;
-  while ((await cli(port, ['PING']).catch(() => '')) !== 'PONG') {
-    if (Date.now() > deadline) throw new Error(`redis-server on ${port} did not start`);
-    await sleep(50);
-  }
+  servers.push(spawnRedisServer(port));
+  await untilPong(port);
   return port;
-}
-
-/** Runs redis-cli; `stdin` becomes the last argument (-x), so any size and any bytes pass unchanged. */
-function cli(port: number, args: string[], stdin?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('redis-cli', ['-p', String(port), ...(stdin === undefined ? [] : ['-x']), ...args], {
-      stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
-    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`redis-cli ${args.join(' ')}: ${code} ${err}`))));
-    if (stdin !== undefined) {
-      // A redis-cli that exits early (server gone) must not turn into an uncaught EPIPE.
-      child.stdin!.on('error', (error) => reject(error));
-      child.stdin!.end(stdin);
-    }
-  });
 }
 
 /** PUBLISH through redis-cli; resolves with the number of subscribers Redis delivered it to. */
 async function publish(port: number, channel: string, message: string): Promise<number> {
-  return Number(await cli(port, ['PUBLISH', channel], message));
+  return Number(await redisCli(port, ['PUBLISH', channel], message));
 }
 
 /** Patterns each pub/sub connection holds (`psub=` of CLIENT LIST TYPE pubsub). */
 async function patternCounts(port: number): Promise<number[]> {
-  const list = await cli(port, ['CLIENT', 'LIST', 'TYPE', 'pubsub']);
+  const list = await redisCli(port, ['CLIENT', 'LIST', 'TYPE', 'pubsub']);
   return [...list.matchAll(/ psub=(\d+)/g)].map((m) => Number(m[1]));
 }
 
@@ -166,7 +140,7 @@ describe('Redis trigger on a three-node cluster (SPEC §8)', () => {
   /** Waits until every node listens: patterns, the broadcast channel and the bus. */
   async function listening(): Promise<void> {
     await waitFor('trigger subscriptions on every node', async () => {
-      const numsub = (await cli(port, ['PUBSUB', 'NUMSUB', 'notification:broadcast'])).split('\n');
+      const numsub = (await redisCli(port, ['PUBSUB', 'NUMSUB', 'notification:broadcast'])).split('\n');
       return (await patternCounts(port)).join() === '2,2,2' && Number(numsub[1]) === 3;
     });
   }
@@ -303,10 +277,10 @@ describe('Redis trigger on a three-node cluster (SPEC §8)', () => {
   });
 
   test('after CLIENT KILL TYPE pubsub the trigger and the cluster bus work again without a restart', async (t) => {
-    const pubsubIds = async () => [...(await cli(port, ['CLIENT', 'LIST', 'TYPE', 'pubsub'])).matchAll(/^id=(\d+) /gm)].map((m) => m[1]);
+    const pubsubIds = async () => [...(await redisCli(port, ['CLIENT', 'LIST', 'TYPE', 'pubsub'])).matchAll(/^id=(\d+) /gm)].map((m) => m[1]);
     const before = await pubsubIds();
     assert.equal(before.length, 3, `one pub/sub connection per node: ${before.join(', ')}`);
-    const killed = await cli(port, ['CLIENT', 'KILL', 'TYPE', 'pubsub']);
+    const killed = await redisCli(port, ['CLIENT', 'KILL', 'TYPE', 'pubsub']);
     assert.equal(killed, '3', 'CLIENT KILL TYPE pubsub closed the three');
     const started = Date.now();
     // Three new pub/sub connections, none of the killed ones, with every subscription back.
@@ -317,7 +291,7 @@ describe('Redis trigger on a three-node cluster (SPEC §8)', () => {
     await listening();
     // The bus: every user and channel channel is subscribed again (u1 lives on three nodes in two tenants…).
     await waitFor('bus resubscribed', async () => {
-      const reply = (await cli(port, ['PUBSUB', 'NUMSUB', `${prefix}:bus:acme:u:u1`, `${prefix}:bus:acme:c:news`])).split('\n');
+      const reply = (await redisCli(port, ['PUBSUB', 'NUMSUB', `${prefix}:bus:acme:u:u1`, `${prefix}:bus:acme:c:news`])).split('\n');
       return Number(reply[1]) === 2 && Number(reply[3]) === 2;
     });
     const resubscribedMs = Date.now() - started;
@@ -362,13 +336,13 @@ describe('Redis trigger on a three-node cluster (SPEC §8)', () => {
     await waitFor('pre-drop sends live', () =>
       [by('u2@1'), by('u3@2')].every((c) => c.ws.messages.some((m) => m.id === before[0].notification_id)) &&
       by('u1@2').ws.messages.some((m) => m.id === before[1].notification_id));
-    await cli(port, ['ACL', 'SETUSER', 'trig-admin', 'on', '>trig-admin-pass', 'allcommands', 'allkeys', 'allchannels']);
-    await cli(port, ['ACL', 'SETUSER', 'default', 'off']);
+    await redisCli(port, ['ACL', 'SETUSER', 'trig-admin', 'on', '>trig-admin-pass', 'allcommands', 'allkeys', 'allchannels']);
+    await redisCli(port, ['ACL', 'SETUSER', 'default', 'off']);
     let sends: { channel: any; broadcast: any; user: any };
     try {
-      assert.equal(await cli(port, [...admin, 'CLIENT', 'KILL', 'TYPE', 'pubsub']), '3');
+      assert.equal(await redisCli(port, [...admin, 'CLIENT', 'KILL', 'TYPE', 'pubsub']), '3');
       await sleep(300);
-      assert.equal((await cli(port, [...admin, 'CLIENT', 'LIST', 'TYPE', 'pubsub'])).trim(), '', 'no pub/sub link is back');
+      assert.equal((await redisCli(port, [...admin, 'CLIENT', 'LIST', 'TYPE', 'pubsub'])).trim(), '', 'no pub/sub link is back');
       const channel = await nodes[0]!.api('POST', '/api/v1/notifications/channel', { channel: 'news', event_type: 'gap', payload: {} }, { 'x-tenant-id': 'acme' });
       const broadcast = await nodes[1]!.api('POST', '/api/v1/notifications/broadcast', { event_type: 'gap', payload: {} }, { 'x-tenant-id': 'acme' });
       // u1 has a connection on node 0 (the sender: never queued) and one on node 2.
@@ -379,7 +353,7 @@ describe('Redis trigger on a three-node cluster (SPEC §8)', () => {
       assert.equal(user.status, 200, JSON.stringify(user.json));
       assert.equal(user.json.queued, 0);
     } finally {
-      await cli(port, [...admin, 'ACL', 'SETUSER', 'default', 'on']);
+      await redisCli(port, [...admin, 'ACL', 'SETUSER', 'default', 'on']);
     }
     const expected: [string, string, string[]][] = [
       ['channel', sends.channel.notification_id, ['u2@1', 'u3@2']],
@@ -411,14 +385,14 @@ describe('Redis trigger on a three-node cluster (SPEC §8)', () => {
   test('a user send heard by one node reaches the user\'s connection on a node that was resubscribing, once, unqueued', async (t) => {
     const admin = ['--user', 'trig-admin', '--pass', 'trig-admin-pass', '--no-auth-warning'];
     const linesBefore = nodes[2]!.lines.length;
-    await cli(port, ['ACL', 'SETUSER', 'default', 'off']);
+    await redisCli(port, ['ACL', 'SETUSER', 'default', 'off']);
     let user: any;
     let offlineHere: any;
     try {
-      const list = await cli(port, [...admin, 'CLIENT', 'LIST', 'TYPE', 'pubsub']);
+      const list = await redisCli(port, [...admin, 'CLIENT', 'LIST', 'TYPE', 'pubsub']);
       const id = /^id=(\d+) .* name=ara:trig-2:pubsub /m.exec(list)?.[1];
       assert.ok(id, `node 2's pub/sub connection is named in CLIENT LIST: ${list}`);
-      assert.equal(await cli(port, [...admin, 'CLIENT', 'KILL', 'ID', id]), '1');
+      assert.equal(await redisCli(port, [...admin, 'CLIENT', 'KILL', 'ID', id]), '1');
       await sleep(300);
       // Sent through node 1, which holds no connection of u1: node 0 hears it, node 2 does not.
       const sent = await nodes[1]!.api('POST', '/api/v1/notifications/send', { target_user_id: 'u1', event_type: 'gap-user', payload: {} }, { 'x-tenant-id': 'acme' });
@@ -429,7 +403,7 @@ describe('Redis trigger on a three-node cluster (SPEC §8)', () => {
       user = sent.json;
       offlineHere = queued.json;
     } finally {
-      await cli(port, [...admin, 'ACL', 'SETUSER', 'default', 'on']);
+      await redisCli(port, [...admin, 'ACL', 'SETUSER', 'default', 'on']);
     }
     assert.equal(user.queued, 0, 'node 0 heard it: not queued');
     assert.equal(offlineHere.queued, 1, 'no node heard it: queued');
