@@ -20,7 +20,8 @@ before(async () => {
   await redis.start();
   // KEYS: log, bytes. ARGV: limits (3), message, channels field.
   append = redis.defineScript('testBusLogAppend', 2, `${BUS_LOG_LUA}
-bus_log_append(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5])
+bus_log_add(KEYS[1], ARGV[4], ARGV[5])
+bus_log_trim(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), #ARGV[4] + #ARGV[5])
 return 1`);
 });
 

@@ -33,8 +33,8 @@ export interface BusLogLimits {
  *   the `c` field, or '' for none) and returns its id, which the caller
  *   puts in front of the message it publishes;
  * - `bus_log_trim(logKey, bytesKey, maxEntries, maxBytes, windowMs, added)`
- *   counts `added` bytes and trims from the oldest end;
- * - `bus_log_append(…)`: both.
+ *   counts `added` bytes and trims from the oldest end.
+ * Scripts add, publish, then trim (or take the entry back with XDEL).
  * An entry's size is the bytes of its message and channels (`#` counts bytes).
  */
 export const BUS_LOG_LUA = `
@@ -58,11 +58,6 @@ local function bus_log_trim(logKey, bytesKey, maxEntries, maxBytes, windowMs, ad
   end
   if count == 0 then bytes = 0 end
   redis.call('SET', bytesKey, bytes)
-end
-local function bus_log_append(logKey, bytesKey, maxEntries, maxBytes, windowMs, message, channels)
-  local id = bus_log_add(logKey, message, channels)
-  bus_log_trim(logKey, bytesKey, maxEntries, maxBytes, windowMs, #message + #channels)
-  return id
 end
 `;
 
