@@ -77,7 +77,8 @@ const HELP = `Usage: npm run bench -- [flags]
   --concurrency N         HTTP requests in flight for personal sends and autocannon (32)
   --connect-concurrency N handshakes in flight per client process (64)
   --cluster / --no-cluster  force the cluster scenario on / off
-  --profile               CPU-profile the service in the fan-out, personal, HTTP and connect windows (report in bench/results/profile/)
+  --profile               CPU-profile the service (or each of --servers) in the fan-out, personal, HTTP and connect
+                          windows (report in bench/results/profile/)
   --out DIR               where to write the report (bench/results)
   --max-minutes M         hard limit for the whole run (14; quick 2)`;
 
@@ -921,7 +922,7 @@ async function realtimeRep(kind: ServerName, sender: ChildHandle, rep: number): 
   const fleet = Fleet.forConnections(connections, kind); // the client processes load while the server starts
   let server: ServerHandle;
   try {
-    server = await startServer(kind, { inspect: options.profile && kind === 'service' });
+    server = await startServer(kind, { inspect: options.profile && profileServers.includes(kind) });
   } catch (error) {
     fleet.kill();
     throw error;
@@ -935,7 +936,7 @@ async function realtimeRep(kind: ServerName, sender: ChildHandle, rep: number): 
     const held = await waitConnections([server], connections, 10_000);
     if (held !== connections) throw new Error(`server holds ${held} connections, expected ${connections}`);
     if (doFanout) await withTimeout(probe(ctx), 30_000, 'probe');
-    const profiling = rep === 1 && options.profile && kind === 'service';
+    const profiling = rep === 1 && options.profile && profileServers.includes(kind);
     if (doFanout && options.rate > 0) {
       log(`${tag}: fan-out at ${options.rate}/s × ${subscribers.toLocaleString('en-US')} for ${options.duration} s`);
       const result = await withTimeout(fixedRatePhase(ctx), (options.warmup + options.duration) * 1000 + 60_000, 'fixed-rate phase');
@@ -948,7 +949,7 @@ async function realtimeRep(kind: ServerName, sender: ChildHandle, rep: number): 
     if (doFanout) {
       log(`${tag}: fan-out at the highest sustained rate for ${options.duration} s`);
       const profiler = profiling
-        ? await cpuProfiler(server, 'fanout', `CPU profile of the service during the fan-out window (${options.fanout.toLocaleString('en-US')} connections, highest sustained rate)`)
+        ? await cpuProfiler(server, 'fanout', `CPU profile of ${kindLabel(kind)} during the fan-out window (${options.fanout.toLocaleString('en-US')} connections, highest sustained rate)`)
         : null;
       const result = await withTimeout(fanoutMaxPhase(ctx, profiler), (options.warmup + options.duration) * 1000 + 60_000, 'fan-out max phase');
       a.max.push(result.rep);
@@ -960,7 +961,7 @@ async function realtimeRep(kind: ServerName, sender: ChildHandle, rep: number): 
     if (doPersonal) {
       log(`${tag}: personal messages to ${options.users.toLocaleString('en-US')} users for ${options.duration} s`);
       const profiler = profiling
-        ? await cpuProfiler(server, 'personal', `CPU profile of the service during the personal-message window (${options.users.toLocaleString('en-US')} users, highest sustained rate)`)
+        ? await cpuProfiler(server, 'personal', `CPU profile of ${kindLabel(kind)} during the personal-message window (${options.users.toLocaleString('en-US')} users, highest sustained rate)`)
         : null;
       const result = await withTimeout(personalPhase(ctx, sender, profiler), (options.warmup + options.duration) * 1000 + 60_000, 'personal phase');
       a.personal.push(result.rep);
@@ -995,8 +996,17 @@ async function closeFleet(fleet: Fleet, handles: ServerHandle[], label: string):
 
 type Profiler = (phase: 'start' | 'stop') => Promise<void>;
 
-/** Profiles the service's main thread through its inspector between 'start' and 'stop' (`--profile`). */
+function kindLabel(kind: ServerName): string {
+  return kind === 'service' ? 'the service' : `the ${kind} server`;
+}
+
+/**
+ * Profiles a server's main thread through its inspector between 'start' and
+ * 'stop' (`--profile`). The service's reports are profile-<scenario>.md; the
+ * others' carry their name, for side-by-side reading.
+ */
 async function cpuProfiler(server: ServerHandle, name: string, title: string): Promise<Profiler> {
+  const file = server.kind === 'service' ? name : `${name}-${server.kind}`;
   const inspector = await Inspector.open(server.inspectorUrl!);
   await inspector.call('Profiler.enable');
   await inspector.call('Profiler.setSamplingInterval', { interval: 200 });
@@ -1008,9 +1018,9 @@ async function cpuProfiler(server: ServerHandle, name: string, title: string): P
     const { profile } = await inspector.call<{ profile: CpuProfile }>('Profiler.stop', {}, 60_000);
     inspector.close();
     mkdirSync(outDir, { recursive: true });
-    writeFileSync(join(outDir, `${name}-service.cpuprofile`), JSON.stringify(profile));
-    writeFileSync(join(outDir, `profile-${name}.md`), summariseProfile(profile, title));
-    log(`CPU profile written to ${join(outDir, `profile-${name}.md`)}`);
+    writeFileSync(join(outDir, `${name}-${server.kind}.cpuprofile`), JSON.stringify(profile));
+    writeFileSync(join(outDir, `profile-${file}.md`), summariseProfile(profile, title));
+    log(`CPU profile written to ${join(outDir, `profile-${file}.md`)}`);
   };
 }
 
@@ -1022,7 +1032,7 @@ async function httpRep(kind: 'service' | 'limit', rep: number): Promise<void> {
   const reps = httpAcc.get(kind) ?? [];
   httpAcc.set(kind, reps);
   log(`${tag}: starting for the HTTP API scenario`);
-  const profiling = options.profile && kind === 'service' && rep === 1;
+  const profiling = options.profile && profileServers.includes(kind) && rep === 1;
   const server = await startServer(kind, { inspect: profiling });
   try {
     const path = '/api/v1/notifications/send';
@@ -1047,7 +1057,7 @@ async function httpRep(kind: 'service' | 'limit', rep: number): Promise<void> {
       return JSON.parse(out) as any;
     };
     await run(1); // warm-up, not recorded
-    const profiler = profiling ? await cpuProfiler(server, 'http', 'CPU profile of the service under autocannon (POST /api/v1/notifications/send, user not connected)') : null;
+    const profiler = profiling ? await cpuProfiler(server, 'http', `CPU profile of ${kindLabel(kind)} under autocannon (POST /api/v1/notifications/send, user not connected)`) : null;
     if (profiler) await profiler('start');
     const cpu0 = cpuMicros(server.pid);
     const t0 = nowUs();
@@ -1099,8 +1109,8 @@ async function memoryRep(kind: ServerName, rep: number): Promise<void> {
     await collectGarbage(server.inspectorUrl!);
     const rssBefore = rssBytes(server.pid);
     const heapBefore = await serverHeapUsed(server);
-    const profiler = options.profile && kind === 'service' && rep === 1 && scenarios.includes('connect')
-      ? await cpuProfiler(server, 'connect', `CPU profile of the service while ${options.idle.toLocaleString('en-US')} JWT-verified WebSocket connections open`)
+    const profiler = options.profile && profileServers.includes(kind) && rep === 1 && scenarios.includes('connect')
+      ? await cpuProfiler(server, 'connect', `CPU profile of ${kindLabel(kind)} while ${options.idle.toLocaleString('en-US')} ${kind === 'service' ? 'JWT-verified ' : ''}WebSocket connections open`)
       : null;
     if (profiler) await profiler('start');
     const cpu0 = cpuMicros(server.pid);

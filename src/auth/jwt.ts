@@ -68,18 +68,33 @@ export class TokenVerifier {
   }
 
   async verify(token: string): Promise<Identity> {
+    const key = this.#keyFor(token);
+    return this.#verifyHmacKey(token, key) ?? this.#identityFrom(await this.#verifyWithJose(token, key));
+  }
+
+  /**
+   * Verifies at once when the token's key is one HMAC algorithm (no I/O,
+   * no WebCrypto: the connect path's case, which then needs no promise);
+   * undefined when only `verify` can tell (asymmetric keys, JWKS). Throws
+   * AuthError as `verify` rejects with it.
+   */
+  verifyNow(token: string): Identity | undefined {
+    return this.#verifyHmacKey(token, this.#keyFor(token));
+  }
+
+  #keyFor(token: string): VerificationKey {
     if (token.length === 0) throw new AuthError('empty token');
     if (token.length > MAX_TOKEN_LENGTH) throw new AuthError('token too long');
     const claimedTenant = this.#unverifiedTenant(token);
     const key = (claimedTenant && this.#tenantKeys.get(claimedTenant)) || this.#globalKey;
     if (key === null) throw new AuthError('no verification key is configured for this token');
+    return key;
+  }
+
+  #verifyHmacKey(token: string, key: VerificationKey): Identity | undefined {
     const [algorithm] = key.algorithms;
-    // The HMAC path is synchronous: no promise to wait for on the connect path.
-    const payload =
-      key.algorithms.length === 1 && algorithm !== undefined && isHmacAlgorithm(algorithm)
-        ? this.#verifyHmac(token, algorithm, key)
-        : await this.#verifyWithJose(token, key);
-    return this.#identityFrom(payload);
+    if (key.algorithms.length !== 1 || algorithm === undefined || !isHmacAlgorithm(algorithm)) return undefined;
+    return this.#identityFrom(this.#verifyHmac(token, algorithm, key));
   }
 
   /** The tenant the token names, read without trusting it; only to pick a key. */

@@ -42,6 +42,7 @@ export interface RealtimeOptions {
 const OVER_LIMIT_SECONDS_TO_CLOSE = 3;
 
 const PONG = OutboundMessage.control({ type: 'pong' });
+const NO_PROBLEMS: readonly string[] = Object.freeze([]);
 
 export class RealtimeService implements ConnectionOwner {
   readonly #hub: Hub;
@@ -95,18 +96,23 @@ export class RealtimeService implements ConnectionOwner {
     return { ok: true, connection };
   }
 
-  /** Greets the client, then replays what waited for it, then goes live. */
-  async start(connection: Connection, lastEventId: string | null = null): Promise<void> {
+  /**
+   * Greets the client, then replays what waited for it, then goes live.
+   * Without a replay (QUEUE_ENABLED off) it is done on return: no promise.
+   */
+  start(connection: Connection, lastEventId: string | null = null): Promise<void> | undefined {
     connection.deliver(this.#connectedMessage(connection));
-    if (this.#replay) {
-      connection.openResumeWindow();
-      const replay = this.#replay.replayOnConnect(connection, lastEventId);
-      this.#replaying.set(connection, replay);
-      try {
-        await replay;
-      } finally {
-        this.#replaying.delete(connection);
-      }
+    return this.#replay === null ? undefined : this.#startReplay(this.#replay, connection, lastEventId);
+  }
+
+  async #startReplay(replay: ReplayHandler, connection: Connection, lastEventId: string | null): Promise<void> {
+    connection.openResumeWindow();
+    const replaying = replay.replayOnConnect(connection, lastEventId);
+    this.#replaying.set(connection, replaying);
+    try {
+      await replaying;
+    } finally {
+      this.#replaying.delete(connection);
     }
   }
 
@@ -225,7 +231,8 @@ export class RealtimeService implements ConnectionOwner {
   }
 
   /** Problems with channels requested at connect (SSE `?channels=`), before any connection exists. */
-  channelProblems(identity: Identity, requested: readonly string[]): string[] {
+  channelProblems(identity: Identity, requested: readonly string[]): readonly string[] {
+    if (requested.length === 0) return NO_PROBLEMS;
     const problems: string[] = [];
     for (const name of requested) {
       const problem = nameProblem(name, identity.permittedChannels);

@@ -3,36 +3,33 @@
  * the `ws` library sees it, so every refusal is a JSON error with a proper
  * status and nothing is upgraded for a caller who may not connect.
  *
- * Event handlers are module-level functions that find their connection on
- * the socket object: no closures are created per connection.
+ * A connect registers no event listeners and creates no closures but the
+ * one `ws` asks for: the socket class `ws` builds for us takes its own
+ * events, and the socket's 'drain' is listened to only once it is needed.
  */
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
 import { CLOSE_CODES, HTTP_ERRORS, errorBody, type HttpErrorCode } from '../errors.js';
 import type { CloseReason, Connection, Transport } from '../hub/connection.js';
 import type { OutboundMessage } from '../hub/outbound.js';
 import { redactUrl } from '../ops/logger.js';
-import { connectOptions, requestTarget, type ConnectOptions, type HandshakeAuthenticator, type RequestTarget } from './handshake.js';
+import {
+  connectOptions,
+  requestTarget,
+  type ConnectOptions,
+  type HandshakeAuthenticator,
+  type HandshakeOutcome,
+  type RequestTarget,
+} from './handshake.js';
 import type { Identity } from '../auth/jwt.js';
 import type { RealtimeService } from './realtime.js';
 import { sendError } from './realtime.js';
 
-const CONNECTION = Symbol('ara.connection');
-const GATEWAY = Symbol('ara.gateway');
-const CLOSE_REASON = Symbol('ara.closeReason');
-
-interface TaggedSocket {
-  [CONNECTION]?: Connection;
-  [GATEWAY]?: WsGateway;
-  [CLOSE_REASON]?: CloseReason;
-}
-
 /** RFC 6455: the key is 16 random bytes, base64-encoded. */
 const WEBSOCKET_KEY = /^[+/0-9A-Za-z]{22}==$/;
 const TEXT_FRAME = { binary: false } as const;
-const OPEN = 1;
 
 const CLOSE_FOR_REASON: Partial<Record<CloseReason, { code: number; reason: string }>> = {
   shutdown: { code: CLOSE_CODES.GOING_AWAY.code, reason: 'server shutting down' },
@@ -43,8 +40,46 @@ const CLOSE_FOR_REASON: Partial<Record<CloseReason, { code: number; reason: stri
   error: { code: CLOSE_CODES.INTERNAL_ERROR.code, reason: 'internal error' },
 };
 
+/**
+ * The WebSocket class `ws` creates for each upgrade (its `WebSocket`
+ * option). It knows its connection and takes the events `ws` emits on it
+ * itself: five listeners per connect, and their storage, are not needed.
+ * Until it has a connection (a refused connect) events go to listeners.
+ */
+class GatewaySocket extends WebSocket {
+  connection: Connection | null = null;
+  gateway: WsGateway | null = null;
+  /** Set when `ws` reports a protocol error, after which it closes the socket itself (1007, 1009). */
+  protocolError = false;
+
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    const connection = this.connection;
+    if (connection === null) return super.emit(event, ...args);
+    switch (event) {
+      case 'message':
+        connection.lastSeenMs = Date.now();
+        this.gateway!.handleMessage(connection, args[0] as Buffer, args[1] as boolean);
+        return true;
+      case 'ping':
+      case 'pong':
+        connection.lastSeenMs = Date.now();
+        return true;
+      case 'error':
+        this.protocolError = true;
+        return true;
+      case 'close':
+        this.gateway!.socketClosed(this);
+        connection.transportClosed(this.protocolError ? 'protocol_error' : 'client');
+        return true;
+      default:
+        return super.emit(event, ...args);
+    }
+  }
+}
+
 class WsTransport implements Transport {
   readonly kind = 'ws' as const;
+  #drainHeard = false;
 
   /**
    * `directFrames`: without permessage-deflate, `ws` writes every frame to
@@ -54,13 +89,13 @@ class WsTransport implements Transport {
    * everything goes through it.
    */
   constructor(
-    readonly ws: WebSocket,
+    readonly ws: GatewaySocket,
     readonly socket: Duplex,
     readonly directFrames: boolean,
   ) {}
 
   write(message: OutboundMessage): void {
-    if (this.ws.readyState !== OPEN) return;
+    if (this.ws.readyState !== WebSocket.OPEN) return;
     if (this.directFrames) this.socket.write(message.wsFrame);
     else this.ws.send(message.wsPayload, TEXT_FRAME);
   }
@@ -69,19 +104,29 @@ class WsTransport implements Transport {
     return this.ws.bufferedAmount;
   }
 
+  /**
+   * Whoever holds messages back because of this answer waits for the
+   * connection's flush on 'drain': the listener is added here, the first
+   * time the socket pushes back, and kept. Most connections never do.
+   */
   needsDrain(): boolean {
-    return this.socket.writableNeedDrain;
+    if (!this.socket.writableNeedDrain) return false;
+    if (!this.#drainHeard) {
+      this.#drainHeard = true;
+      this.socket.on('drain', () => this.ws.connection?.flush());
+    }
+    return true;
   }
 
   ping(): void {
-    if (this.ws.readyState === this.ws.OPEN) this.ws.ping();
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.ping();
   }
 
   end(reason: CloseReason): void {
     const close = CLOSE_FOR_REASON[reason];
     if (close === undefined) {
       this.ws.terminate();
-    } else if (this.ws.readyState === this.ws.OPEN) {
+    } else if (this.ws.readyState === WebSocket.OPEN) {
       this.ws.close(close.code, close.reason);
     }
   }
@@ -114,6 +159,7 @@ export class WsGateway {
       clientTracking: false,
       maxPayload: options.maxMessageBytes,
       perMessageDeflate: options.compression ? { threshold: 1024 } : false,
+      WebSocket: GatewaySocket,
     });
   }
 
@@ -139,14 +185,20 @@ export class WsGateway {
 
   /** The http server's 'upgrade' listener. */
   readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    socket.on('error', onSocketError);
-    this.#upgrade(req, socket, head).catch((error: unknown) => {
-      this.#log.error({ err: error }, 'websocket upgrade failed');
-      reject(socket, 'INTERNAL_ERROR', HTTP_ERRORS.INTERNAL_ERROR.message);
-    });
+    try {
+      this.#upgrade(req, socket, head);
+    } catch (error) {
+      this.#upgradeFailed(socket, error);
+    }
   };
 
-  async #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+  /**
+   * Node's http server hands over the socket with no 'error' listener, and
+   * an 'error' nobody listens to is thrown. Every path below either gives
+   * the socket to `ws` (which listens) within this call, or adds one:
+   * `reject` does, and so does waiting for an asynchronous check.
+   */
+  #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const url = requestTarget(req.url);
     if (this.#log.isLevelEnabled('trace')) this.#log.trace({ url: redactUrl(req.url) }, 'websocket upgrade request');
     const refusal = this.#checkRequest(req, url);
@@ -154,7 +206,18 @@ export class WsGateway {
       reject(socket, refusal.code, refusal.message, refusal.status, refusal.headers);
       return;
     }
-    const outcome = await this.#authenticator.authenticate(req, url, this.#options.clientAddress);
+    const outcome = this.#authenticator.authenticate(req, url, this.#options.clientAddress);
+    if (!(outcome instanceof Promise)) {
+      this.#complete(req, socket, head, url, outcome);
+      return;
+    }
+    socket.on('error', onSocketError);
+    outcome
+      .then((settled) => this.#complete(req, socket, head, url, settled))
+      .catch((error: unknown) => this.#upgradeFailed(socket, error));
+  }
+
+  #complete(req: IncomingMessage, socket: Duplex, head: Buffer, url: RequestTarget, outcome: HandshakeOutcome): void {
     if (!outcome.ok) {
       reject(socket, outcome.code, outcome.message, outcome.status, outcome.headers);
       return;
@@ -174,10 +237,15 @@ export class WsGateway {
     // call, one segment) instead of two. The bytes are the same.
     socket.cork();
     try {
-      this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, socket, outcome.identity, options));
+      this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws as GatewaySocket, socket, outcome.identity, options));
     } finally {
       socket.uncork();
     }
+  }
+
+  #upgradeFailed(socket: Duplex, error: unknown): void {
+    this.#log.error({ err: error }, 'websocket upgrade failed');
+    reject(socket, 'INTERNAL_ERROR', HTTP_ERRORS.INTERNAL_ERROR.message);
   }
 
   #checkRequest(req: IncomingMessage, url: RequestTarget): UpgradeRefusal | null {
@@ -203,7 +271,7 @@ export class WsGateway {
     return null;
   }
 
-  #accept(ws: WebSocket, socket: Duplex, identity: Identity, options: ConnectOptions): void {
+  #accept(ws: GatewaySocket, socket: Duplex, identity: Identity, options: ConnectOptions): void {
     const opened = this.#realtime.open(identity, new WsTransport(ws, socket, !this.#options.compression));
     if (!opened.ok) {
       ws.on('error', onSocketError);
@@ -214,18 +282,10 @@ export class WsGateway {
     }
     const connection = opened.connection;
     this.#sockets.add(ws);
-    const tagged = ws as unknown as TaggedSocket;
-    tagged[CONNECTION] = connection;
-    tagged[GATEWAY] = this;
-    (socket as unknown as TaggedSocket)[CONNECTION] = connection;
-    ws.on('message', onMessage);
-    ws.on('pong', onAlive);
-    ws.on('ping', onAlive);
-    ws.on('error', onWsError);
-    ws.on('close', onClose);
-    socket.on('drain', onDrain);
+    ws.gateway = this;
+    ws.connection = connection;
     this.#realtime.subscribeAll(connection, options.channels, false);
-    this.#realtime.start(connection, options.lastEventId).catch((error: unknown) => this.#failed(connection, error));
+    this.#realtime.start(connection, options.lastEventId)?.catch((error: unknown) => this.#failed(connection, error));
   }
 
   handleMessage(connection: Connection, data: Buffer, isBinary: boolean): void {
@@ -260,6 +320,8 @@ function reject(
   status: number = HTTP_ERRORS[code].status,
   headers: Record<string, string> = {},
 ): void {
+  // A peer that resets the connection now must not make an unheard 'error'.
+  if (socket.listenerCount('error') === 0) socket.on('error', onSocketError);
   if (socket.destroyed || !socket.writable) return;
   const body = JSON.stringify(errorBody(code, message));
   const head = [
@@ -274,30 +336,4 @@ function reject(
 
 function onSocketError(): void {
   // A peer vanishing mid-handshake is routine; 'close' does the cleanup.
-}
-
-function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
-  const tagged = this as unknown as TaggedSocket;
-  const connection = tagged[CONNECTION]!;
-  connection.lastSeenMs = Date.now();
-  tagged[GATEWAY]!.handleMessage(connection, data, isBinary);
-}
-
-function onAlive(this: WebSocket): void {
-  (this as unknown as TaggedSocket)[CONNECTION]!.lastSeenMs = Date.now();
-}
-
-/** ws closes the socket itself after these (1007, 1009); remember why. */
-function onWsError(this: WebSocket): void {
-  (this as unknown as TaggedSocket)[CLOSE_REASON] = 'protocol_error';
-}
-
-function onClose(this: WebSocket): void {
-  const tagged = this as unknown as TaggedSocket;
-  tagged[GATEWAY]!.socketClosed(this);
-  tagged[CONNECTION]!.transportClosed(tagged[CLOSE_REASON] ?? 'client');
-}
-
-function onDrain(this: Duplex): void {
-  (this as unknown as TaggedSocket)[CONNECTION]!.flush();
 }
