@@ -97,11 +97,12 @@ export class RealtimeService implements ConnectionOwner {
   }
 
   /**
-   * Greets the client, then replays what waited for it, then goes live.
-   * Without a replay (QUEUE_ENABLED off) it is done on return: no promise.
+   * Greets the client (unless the transport wrote `greeting` itself), then
+   * replays what waited for it, then goes live. Without a replay
+   * (QUEUE_ENABLED off) it is done on return: no promise.
    */
-  start(connection: Connection, lastEventId: string | null = null): Promise<void> | undefined {
-    connection.deliver(this.#connectedMessage(connection));
+  start(connection: Connection, lastEventId: string | null = null, greeted = false): Promise<void> | undefined {
+    if (!greeted) connection.deliver(this.greeting(connection));
     return this.#replay === null ? undefined : this.#startReplay(this.#replay, connection, lastEventId);
   }
 
@@ -121,7 +122,7 @@ export class RealtimeService implements ConnectionOwner {
    * (SPEC §4), the same text JSON.stringify gives for that object, from
    * prepared parts: serialising the whole object showed on every connect.
    */
-  #connectedMessage(connection: Connection): OutboundMessage {
+  greeting(connection: Connection): OutboundMessage {
     const json =
       `{"type":"connected","connection_id":${JSON.stringify(connection.id)},"user_id":${JSON.stringify(connection.userId)},` +
       `"tenant_id":${JSON.stringify(connection.tenantId)},"heartbeat_interval":${this.#heartbeatSeconds}}`;

@@ -7,12 +7,14 @@
  * one `ws` asks for: the socket class `ws` builds for us takes its own
  * events, and the socket's 'drain' is listened to only once it is needed.
  */
+import { createHash } from 'node:crypto';
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocket, WebSocketServer } from 'ws';
 import { CLOSE_CODES, HTTP_ERRORS, errorBody, type HttpErrorCode } from '../errors.js';
 import type { CloseReason, Connection, Transport } from '../hub/connection.js';
+import type { CapName } from '../hub/hub.js';
 import type { OutboundMessage } from '../hub/outbound.js';
 import { redactUrl } from '../ops/logger.js';
 import {
@@ -159,6 +161,8 @@ export class WsGateway {
       clientTracking: false,
       maxPayload: options.maxMessageBytes,
       perMessageDeflate: options.compression ? { threshold: 1024 } : false,
+      // No subprotocol is ever selected, as in Ara 1.0: clients must not ask for one.
+      handleProtocols: () => false,
       WebSocket: GatewaySocket,
     });
   }
@@ -232,15 +236,62 @@ export class WsGateway {
       reject(socket, 'SERVICE_UNAVAILABLE', 'Server is shutting down');
       return;
     }
-    // ws writes the 101 response and #accept the `connected` greeting right
-    // after it, synchronously: corked, both leave in one write (one system
-    // call, one segment) instead of two. The bytes are the same.
+    if (this.#options.compression) this.#upgradeNegotiated(req, socket, head, outcome.identity, options);
+    else this.#upgradePlain(req, socket, head, outcome.identity, options);
+  }
+
+  /**
+   * The handshake without extensions (WEBSOCKET_COMPRESSION off), answered
+   * here: the 101 response is the four lines `ws` would write, and it
+   * leaves with the `connected` greeting in one buffer and one write. (Via
+   * `ws` they are a string and a buffer that cork/uncork gather into a
+   * writev: a measurable share of a connect in the bench.) The WebSocket
+   * is still built and attached to the socket exactly as `ws`'s server does
+   * it, with the server's own options.
+   */
+  #upgradePlain(req: IncomingMessage, socket: Duplex, head: Buffer, identity: Identity, options: ConnectOptions): void {
+    // As ws: a client that already half-closed gets nothing.
+    if (!socket.readable || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const serverOptions = this.#wss.options;
+    const ws = newServerSideSocket(serverOptions);
+    const accept = acceptValue(req.headers['sec-websocket-key']!);
+    const opened = this.#realtime.open(identity, new WsTransport(ws, socket, true));
+    if (!opened.ok) {
+      socket.write(switchingProtocols(accept));
+      attachSocket(ws, socket, head, serverOptions);
+      refuse(ws, opened);
+      return;
+    }
+    socket.write(switchingProtocols(accept, this.#realtime.greeting(opened.connection).wsFrame));
+    attachSocket(ws, socket, head, serverOptions);
+    this.#goLive(ws, opened.connection, options, true);
+  }
+
+  /** With permessage-deflate offered, `ws` negotiates it and writes the 101 response. */
+  #upgradeNegotiated(req: IncomingMessage, socket: Duplex, head: Buffer, identity: Identity, options: ConnectOptions): void {
+    // ws writes the 101 response and start() the `connected` greeting right
+    // after it, synchronously: corked, both leave in one write.
     socket.cork();
     try {
-      this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws as GatewaySocket, socket, outcome.identity, options));
+      this.#wss.handleUpgrade(req, socket, head, (ws) => {
+        const opened = this.#realtime.open(identity, new WsTransport(ws as GatewaySocket, socket, false));
+        if (opened.ok) this.#goLive(ws as GatewaySocket, opened.connection, options, false);
+        else refuse(ws, opened);
+      });
     } finally {
       socket.uncork();
     }
+  }
+
+  #goLive(ws: GatewaySocket, connection: Connection, options: ConnectOptions, greeted: boolean): void {
+    this.#sockets.add(ws);
+    ws.gateway = this;
+    ws.connection = connection;
+    this.#realtime.subscribeAll(connection, options.channels, false);
+    this.#realtime.start(connection, options.lastEventId, greeted)?.catch((error: unknown) => this.#failed(connection, error));
   }
 
   #upgradeFailed(socket: Duplex, error: unknown): void {
@@ -271,23 +322,6 @@ export class WsGateway {
     return null;
   }
 
-  #accept(ws: GatewaySocket, socket: Duplex, identity: Identity, options: ConnectOptions): void {
-    const opened = this.#realtime.open(identity, new WsTransport(ws, socket, !this.#options.compression));
-    if (!opened.ok) {
-      ws.on('error', onSocketError);
-      ws.send(JSON.stringify({ type: 'error', code: 'CONNECTION_LIMIT', message: opened.message }));
-      const close = opened.cap === 'node' ? CLOSE_CODES.TRY_AGAIN_LATER : CLOSE_CODES.POLICY_VIOLATION;
-      ws.close(close.code, 'connection limit');
-      return;
-    }
-    const connection = opened.connection;
-    this.#sockets.add(ws);
-    ws.gateway = this;
-    ws.connection = connection;
-    this.#realtime.subscribeAll(connection, options.channels, false);
-    this.#realtime.start(connection, options.lastEventId)?.catch((error: unknown) => this.#failed(connection, error));
-  }
-
   handleMessage(connection: Connection, data: Buffer, isBinary: boolean): void {
     if (isBinary) {
       this.#realtime.handleBinary(connection);
@@ -310,6 +344,50 @@ interface UpgradeRefusal {
   message: string;
   status?: number;
   headers?: Record<string, string>;
+}
+
+/** A connection cap refused the connection: it is told why after the upgrade, as in Ara 1.0 (SPEC §4). */
+function refuse(ws: WebSocket, refusal: { cap: CapName; message: string }): void {
+  ws.on('error', onSocketError);
+  ws.send(JSON.stringify({ type: 'error', code: 'CONNECTION_LIMIT', message: refusal.message }));
+  const close = refusal.cap === 'node' ? CLOSE_CODES.TRY_AGAIN_LATER : CLOSE_CODES.POLICY_VIOLATION;
+  ws.close(close.code, 'connection limit');
+}
+
+/** RFC 6455 §1.3: the key with this GUID appended, SHA-1, base64. */
+const HANDSHAKE_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+
+function acceptValue(key: string): string {
+  return createHash('sha1').update(key + HANDSHAKE_GUID).digest('base64');
+}
+
+/** The 101 response `ws` writes for a handshake without extensions or subprotocol, then `after` if given. */
+function switchingProtocols(accept: string, after?: Buffer): Buffer {
+  const head = `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`;
+  const response = Buffer.allocUnsafe(head.length + (after?.length ?? 0));
+  response.write(head, 0, 'latin1'); // ASCII only
+  after?.copy(response, head.length);
+  return response;
+}
+
+/**
+ * `ws`'s server creates its sockets as `new WebSocket(null, undefined,
+ * serverOptions)` and attaches them with `setSocket(socket, head,
+ * serverOptions)`; both are internal to `ws` and missing from its types.
+ * The server's whole options object is passed on, as `ws` does, so limits
+ * it reads there (maxPayload and the like) apply unchanged.
+ */
+type ServerSideSocketClass = new (address: null, protocols: undefined, options: object) => GatewaySocket;
+interface AttachableSocket {
+  setSocket(socket: Duplex, head: Buffer, options: object): void;
+}
+
+function newServerSideSocket(serverOptions: object): GatewaySocket {
+  return new (GatewaySocket as unknown as ServerSideSocketClass)(null, undefined, serverOptions);
+}
+
+function attachSocket(ws: GatewaySocket, socket: Duplex, head: Buffer, serverOptions: object): void {
+  (ws as unknown as AttachableSocket).setSocket(socket, head, serverOptions);
 }
 
 /** Answers a refused upgrade with the JSON error envelope and closes the socket. */
