@@ -32,6 +32,8 @@ export class AuthError extends Error {
 /** Longest token we even try to verify; real tokens are far shorter. */
 export const MAX_TOKEN_LENGTH = 8192;
 const MAX_SUB_LENGTH = 256;
+/** One shared empty list for the many tokens without `roles`. */
+const NO_ROLES: readonly string[] = Object.freeze([]);
 const ASYMMETRIC: JwtAlgorithm[] = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'EdDSA'];
 
 /** How one key verifies: the key (or JWKS getter) and the algorithms it accepts. */
@@ -143,7 +145,7 @@ export class TokenVerifier {
     return {
       userId: sub,
       tenantId: this.#tenantFrom(payload.tenant_id),
-      roles: stringArrayClaim(payload.roles, 'roles') ?? [],
+      roles: stringArrayClaim(payload.roles, 'roles') ?? NO_ROLES,
       permittedChannels: stringArrayClaim(payload.channels, 'channels'),
       expiresAtMs: exp * 1000,
     };

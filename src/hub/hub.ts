@@ -24,6 +24,8 @@ export type RegisterResult =
   | { ok: true }
   | { ok: false; cap: CapName; message: string };
 
+const REGISTERED: RegisterResult = Object.freeze({ ok: true });
+
 export type SubscribeResult = 'subscribed' | 'already_subscribed' | 'limit';
 
 /** Caps that apply to a connection of one tenant; 0 = unlimited. */
@@ -122,7 +124,7 @@ export class Hub {
       listener.connectionRegistered?.(connection);
       if (firstOfUser) listener.userOnline?.(connection.tenantId, connection.userId);
     }
-    return { ok: true };
+    return REGISTERED;
   }
 
   /** Removes the connection from every index; safe to call twice. */

@@ -65,18 +65,8 @@ export class OutboundMessage {
   get wsFrame(): Buffer {
     if (this.#wsFrame === undefined) {
       const length = this.byteLength;
-      const headerLength = length < 126 ? 2 : length < 65536 ? 4 : 10;
-      const frame = Buffer.allocUnsafe(headerLength + length);
-      frame[0] = 0x81;
-      if (headerLength === 2) {
-        frame[1] = length;
-      } else if (headerLength === 4) {
-        frame[1] = 126;
-        frame.writeUInt16BE(length, 2);
-      } else {
-        frame[1] = 127;
-        frame.writeBigUInt64BE(BigInt(length), 2);
-      }
+      const frame = Buffer.allocUnsafe(textFrameHeaderLength(length) + length);
+      const headerLength = writeTextFrameHeader(frame, 0, length);
       // Encoded straight into the frame: no intermediate payload buffer
       // unless a compressed connection asks for one.
       if (this.#wsPayload === undefined) frame.write(this.json, headerLength, 'utf8');
@@ -97,4 +87,29 @@ export class OutboundMessage {
     }
     return this.#sseFrame;
   }
+}
+
+/** Bytes of the header of an unmasked WebSocket frame with `payloadLength` bytes of payload. */
+export function textFrameHeaderLength(payloadLength: number): number {
+  return payloadLength < 126 ? 2 : payloadLength < 65536 ? 4 : 10;
+}
+
+/**
+ * Writes the header of a final, unmasked text frame (RFC 6455 §5.2: FIN,
+ * opcode 1; servers do not mask) at `offset`; returns its length.
+ */
+export function writeTextFrameHeader(target: Buffer, offset: number, payloadLength: number): number {
+  target[offset] = 0x81;
+  if (payloadLength < 126) {
+    target[offset + 1] = payloadLength;
+    return 2;
+  }
+  if (payloadLength < 65536) {
+    target[offset + 1] = 126;
+    target.writeUInt16BE(payloadLength, offset + 2);
+    return 4;
+  }
+  target[offset + 1] = 127;
+  target.writeBigUInt64BE(BigInt(payloadLength), offset + 2);
+  return 10;
 }

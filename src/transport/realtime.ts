@@ -97,12 +97,12 @@ export class RealtimeService implements ConnectionOwner {
   }
 
   /**
-   * Greets the client (unless the transport wrote `greeting` itself), then
+   * Greets the client (unless the transport wrote `greetingJson` itself), then
    * replays what waited for it, then goes live. Without a replay
    * (QUEUE_ENABLED off) it is done on return: no promise.
    */
   start(connection: Connection, lastEventId: string | null = null, greeted = false): Promise<void> | undefined {
-    if (!greeted) connection.deliver(this.greeting(connection));
+    if (!greeted) connection.deliver(OutboundMessage.controlJson(this.greetingJson(connection), 'connected'));
     return this.#replay === null ? undefined : this.#startReplay(this.#replay, connection, lastEventId);
   }
 
@@ -122,11 +122,11 @@ export class RealtimeService implements ConnectionOwner {
    * (SPEC §4), the same text JSON.stringify gives for that object, from
    * prepared parts: serialising the whole object showed on every connect.
    */
-  greeting(connection: Connection): OutboundMessage {
-    const json =
+  greetingJson(connection: Connection): string {
+    return (
       `{"type":"connected","connection_id":${JSON.stringify(connection.id)},"user_id":${JSON.stringify(connection.userId)},` +
-      `"tenant_id":${JSON.stringify(connection.tenantId)},"heartbeat_interval":${this.#heartbeatSeconds}}`;
-    return OutboundMessage.controlJson(json, 'connected');
+      `"tenant_id":${JSON.stringify(connection.tenantId)},"heartbeat_interval":${this.#heartbeatSeconds}}`
+    );
   }
 
   connectionEnded(connection: Connection, reason: CloseReason): void {

@@ -7,7 +7,7 @@
  * one `ws` asks for: the socket class `ws` builds for us takes its own
  * events, and the socket's 'drain' is listened to only once it is needed.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -15,7 +15,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { CLOSE_CODES, HTTP_ERRORS, errorBody, type HttpErrorCode } from '../errors.js';
 import type { CloseReason, Connection, Transport } from '../hub/connection.js';
 import type { CapName } from '../hub/hub.js';
-import type { OutboundMessage } from '../hub/outbound.js';
+import { textFrameHeaderLength, writeTextFrameHeader, type OutboundMessage } from '../hub/outbound.js';
 import { redactUrl } from '../ops/logger.js';
 import {
   connectOptions,
@@ -265,7 +265,7 @@ export class WsGateway {
       refuse(ws, opened);
       return;
     }
-    socket.write(switchingProtocols(accept, this.#realtime.greeting(opened.connection).wsFrame));
+    socket.write(switchingProtocols(accept, this.#realtime.greetingJson(opened.connection)));
     attachSocket(ws, socket, head, serverOptions);
     this.#goLive(ws, opened.connection, options, true);
   }
@@ -358,15 +358,21 @@ function refuse(ws: WebSocket, refusal: { cap: CapName; message: string }): void
 const HANDSHAKE_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
 function acceptValue(key: string): string {
-  return createHash('sha1').update(key + HANDSHAKE_GUID).digest('base64');
+  return hash('sha1', key + HANDSHAKE_GUID, 'base64');
 }
 
-/** The 101 response `ws` writes for a handshake without extensions or subprotocol, then `after` if given. */
-function switchingProtocols(accept: string, after?: Buffer): Buffer {
+/**
+ * The 101 response `ws` writes for a handshake without extensions or
+ * subprotocol, followed, if given, by `greetingJson` as a text frame.
+ */
+function switchingProtocols(accept: string, greetingJson?: string): Buffer {
   const head = `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`;
-  const response = Buffer.allocUnsafe(head.length + (after?.length ?? 0));
-  response.write(head, 0, 'latin1'); // ASCII only
-  after?.copy(response, head.length);
+  if (greetingJson === undefined) return Buffer.from(head, 'latin1');
+  const payloadLength = Buffer.byteLength(greetingJson, 'utf8');
+  const response = Buffer.allocUnsafe(head.length + textFrameHeaderLength(payloadLength) + payloadLength);
+  let offset = response.write(head, 0, 'latin1'); // ASCII only
+  offset += writeTextFrameHeader(response, offset, payloadLength);
+  response.write(greetingJson, offset, 'utf8');
   return response;
 }
 
