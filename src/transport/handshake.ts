@@ -105,14 +105,20 @@ const PLAIN_WS_TARGET = /^\/ws(?:\?[\x21-\x22\x24-\x7e]*)?$/;
  * without building a URL (a measurable share of a connect): for such a
  * target URL keeps the path as is and would only percent-encode query
  * characters that URLSearchParams decodes back, so the result is the
- * same. Anything else goes through URL, as before.
+ * same. Anything else goes through URL, as before; a target URL cannot
+ * parse has an empty path, which the caller answers 404.
  */
 export function requestTarget(rawUrl: string | undefined): RequestTarget {
   if (rawUrl !== undefined && PLAIN_WS_TARGET.test(rawUrl)) {
     // From the `?` on: the constructor drops exactly that one, as URL does.
     return { pathname: '/ws', searchParams: new URLSearchParams(rawUrl.slice(3)) };
   }
-  return new URL(rawUrl ?? '/', 'http://localhost');
+  try {
+    return new URL(rawUrl ?? '/', 'http://localhost');
+  } catch {
+    // Not a URL at all (e.g. `http://[zz/ws`): no route has such a path.
+    return { pathname: '', searchParams: new URLSearchParams() };
+  }
 }
 
 /** `?token=` wins, even when empty; otherwise `Authorization: Bearer`. */

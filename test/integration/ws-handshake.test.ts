@@ -70,6 +70,43 @@ function handshake(node: TestNode, token: string, extraHeaders: string[] = []): 
   });
 }
 
+/** Sends an upgrade request for `target` and reads everything until the server closes. */
+function refusal(node: TestNode, target: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(node.port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`not closed within 5 s: ${JSON.stringify(Buffer.concat(chunks).toString('latin1'))}`));
+    }, 5000);
+    socket.on('error', reject);
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('end', () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(Buffer.concat(chunks).toString('utf8'));
+    });
+    socket.write(
+      [`GET ${target} HTTP/1.1`, 'Host: x', 'Upgrade: websocket', 'Connection: Upgrade', `Sec-WebSocket-Key: ${SAMPLE_KEY}`, 'Sec-WebSocket-Version: 13', '', ''].join('\r\n'),
+    );
+  });
+}
+
+describe('an upgrade whose request target is not a URL (SPEC §6 NOT_FOUND)', () => {
+  let node: TestNode;
+
+  before(async () => {
+    node = await startTestNode();
+  });
+  after(() => node.stop());
+
+  test('is 404 NOT_FOUND, not an internal error', async () => {
+    const answer = await refusal(node, `http://[zz/ws?token=${await node.token('hs-user')}`);
+    assert.equal(answer.split('\r\n')[0], 'HTTP/1.1 404 Not Found');
+    assert.deepEqual(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)), { error: { code: 'NOT_FOUND', message: 'Route not found' } });
+  });
+});
+
 for (const compression of [false, true]) {
   describe(`the WebSocket handshake answer (WEBSOCKET_COMPRESSION=${compression}; SPEC §4)`, () => {
     let node: TestNode;
