@@ -8,6 +8,7 @@ import { signToken } from './auth/jwt.js';
 import { loadDotEnv, parseConfig } from './config/config.js';
 import type { Config } from './config/types.js';
 import { AraNode } from './node.js';
+import { armExitWatchdog } from './ops/exit-watchdog.js';
 
 const USAGE = `Usage:
   ara-notify serve
@@ -41,12 +42,13 @@ async function serve(): Promise<number> {
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     if (++signals > 1) process.exit(1);
+    armExitWatchdog(Date.now() + config.shutdownGraceMs + WATCHDOG_SLACK_MS);
     node.log.info({ signal }, 'signal received');
     node.stop().then(
-      () => process.exit(0),
+      () => exitAfterLogSettles(0),
       (error: unknown) => {
         node.log.error({ err: error }, 'shutdown failed');
-        process.exit(1);
+        exitAfterLogSettles(1);
       },
     );
   };
@@ -54,6 +56,21 @@ async function serve(): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('unhandledRejection', (error) => node.log.error({ err: error }, 'unhandled rejection'));
   return -1; // keep running
+}
+
+/** Past the grace period, a process still alive is killed (src/ops/exit-watchdog.ts). */
+const WATCHDOG_SLACK_MS = 1000;
+/** Shutdown ends 100 ms before its deadline; this fits in that margin. */
+const LOG_SETTLE_MS = 50;
+
+/**
+ * The last log lines are written asynchronously. Exiting at once would
+ * leave them to the logger's synchronous exit-time flush, which never
+ * returns when stdout is a pipe whose reader has gone; given a moment, the
+ * asynchronous write fails instead, and the logger then drops what is left.
+ */
+function exitAfterLogSettles(code: number): void {
+  setTimeout(() => process.exit(code), LOG_SETTLE_MS);
 }
 
 /**

@@ -10,7 +10,7 @@ import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { TestSse, TestWs } from '../helpers/clients.ts';
 import { CliProcess, cleanEnv, ensureBuilt, freePort, tempDir, type Exit } from '../helpers/cli-process.ts';
-import { signToken } from '../helpers/node.ts';
+import { signToken, sleep } from '../helpers/node.ts';
 
 const SECRET = 'shutdown-test-secret-0123456789-abcdefghijklmn';
 const API_KEY = 'shutdown-test-operator-key-0123';
@@ -305,5 +305,42 @@ describe('SIGTERM with clients that ignore the close (SPEC §10 "whatever client
     const exit = await within(proc.exited, EXIT_BOUND_MS + 2000, 'process exit');
     assert.deepEqual({ code: exit.code, signal: exit.signal }, { code: 0, signal: null }, proc.output());
     assert.ok(exit.atMs - sigtermAtMs <= EXIT_BOUND_MS, `exited ${exit.atMs - sigtermAtMs} ms after SIGTERM`);
+  });
+});
+
+describe('shutdown when the reader of the log has gone (SPEC §10)', () => {
+  /**
+   * Starts a node, optionally connects a client, closes our ends of its
+   * stdout and stderr, then SIGTERM. Without clients the node logs its last
+   * lines and exits at once: the case where those lines are still pending
+   * when the process exits.
+   */
+  async function sigtermWithLogReaderGone(
+    extraEnv: Record<string, string>,
+    withClient: boolean,
+  ): Promise<{ exit: Exit; afterMs: number }> {
+    const { proc, port } = await startServe(extraEnv);
+    const client = withClient ? await TestWs.open(`ws://127.0.0.1:${port}/ws?token=${await token('log-reader-gone')}`) : null;
+    proc.child.stdout!.destroy();
+    proc.child.stderr!.destroy();
+    await sleep(200);
+    const sigtermAtMs = Date.now();
+    proc.signal('SIGTERM');
+    const exit = await within(proc.exited, EXIT_BOUND_MS + 5000, 'process exit');
+    await client?.closed;
+    return { exit, afterMs: exit.atMs - sigtermAtMs };
+  }
+
+  test('with LOG_FORMAT=json the process still exits 0 within the grace period', async () => {
+    const { exit, afterMs } = await sigtermWithLogReaderGone({}, false);
+    assert.deepEqual({ code: exit.code, signal: exit.signal }, { code: 0, signal: null });
+    assert.ok(afterMs <= EXIT_BOUND_MS, `exited ${afterMs} ms after SIGTERM`);
+  });
+
+  test('with LOG_FORMAT=pretty, whose log thread can block the exit, the process ends at most one second after the grace period', async () => {
+    const { exit, afterMs } = await sigtermWithLogReaderGone({ LOG_FORMAT: 'pretty' }, true);
+    // Either it exits by itself or the exit watchdog (src/ops/exit-watchdog.ts) kills it.
+    assert.ok(exit.code === 0 || exit.signal === 'SIGKILL', `exit ${JSON.stringify(exit)}`);
+    assert.ok(afterMs <= EXIT_BOUND_MS + 1000, `ended ${afterMs} ms after SIGTERM`);
   });
 });
