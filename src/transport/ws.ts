@@ -161,10 +161,11 @@ export class WsGateway {
       clientTracking: false,
       maxPayload: options.maxMessageBytes,
       perMessageDeflate: options.compression ? { threshold: 1024 } : false,
-      // No subprotocol is ever selected, as in Ara 1.0: clients must not ask for one.
-      handleProtocols: () => false,
       WebSocket: GatewaySocket,
     });
+    // What ws still checks itself (a malformed permessage-deflate offer)
+    // is refused with our JSON envelope, not ws's plain-text 400.
+    this.#wss.on('wsClientError', (error: Error, socket: Duplex) => reject(socket, 'INVALID_HANDSHAKE', error.message));
   }
 
   stopAccepting(): void {
@@ -270,8 +271,11 @@ export class WsGateway {
     this.#goLive(ws, opened.connection, options, true);
   }
 
-  /** With permessage-deflate offered, `ws` negotiates it and writes the 101 response. */
+  /** With compression on, `ws` negotiates permessage-deflate and writes the 101 response. */
   #upgradeNegotiated(req: IncomingMessage, socket: Duplex, head: Buffer, identity: Identity, options: ConnectOptions): void {
+    // No subprotocol is ever selected, as in Ara 1.0 and on the plain path,
+    // which never reads the header: ws must not pick or judge one either.
+    delete req.headers['sec-websocket-protocol'];
     // ws writes the 101 response and start() the `connected` greeting right
     // after it, synchronously: corked, both leave in one write.
     socket.cork();
@@ -307,6 +311,9 @@ export class WsGateway {
     }
     if (req.headers.upgrade?.toLowerCase() !== 'websocket') {
       return { code: 'UPGRADE_REQUIRED', message: 'Upgrade: websocket is required', headers: { Upgrade: 'websocket' } };
+    }
+    if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) {
+      return { code: 'INVALID_HANDSHAKE', message: 'A WebSocket upgrade needs HTTP/1.1' };
     }
     if (req.headers['sec-websocket-version'] !== '13') {
       return {

@@ -4,7 +4,7 @@
  * `connected` greeting as the first frame. Without WEBSOCKET_COMPRESSION
  * the server writes the 101 itself (src/transport/ws.ts); with it, `ws`
  * negotiates permessage-deflate. Both must answer alike, and neither
- * selects a subprotocol (Ara 1.0: none is negotiated).
+ * selects or even reads a subprotocol (Ara 1.0: none is negotiated).
  */
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
@@ -71,7 +71,7 @@ function handshake(node: TestNode, token: string, extraHeaders: string[] = []): 
 }
 
 /** Sends an upgrade request for `target` and reads everything until the server closes. */
-function refusal(node: TestNode, target: string): Promise<string> {
+function refusal(node: TestNode, target: string, options: { version?: string; extraHeaders?: string[] } = {}): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = connect(node.port, '127.0.0.1');
     const chunks: Buffer[] = [];
@@ -87,7 +87,17 @@ function refusal(node: TestNode, target: string): Promise<string> {
       resolve(Buffer.concat(chunks).toString('utf8'));
     });
     socket.write(
-      [`GET ${target} HTTP/1.1`, 'Host: x', 'Upgrade: websocket', 'Connection: Upgrade', `Sec-WebSocket-Key: ${SAMPLE_KEY}`, 'Sec-WebSocket-Version: 13', '', ''].join('\r\n'),
+      [
+        `GET ${target} HTTP/${options.version ?? '1.1'}`,
+        'Host: x',
+        'Upgrade: websocket',
+        'Connection: Upgrade',
+        `Sec-WebSocket-Key: ${SAMPLE_KEY}`,
+        'Sec-WebSocket-Version: 13',
+        ...(options.extraHeaders ?? []),
+        '',
+        '',
+      ].join('\r\n'),
     );
   });
 }
@@ -136,6 +146,35 @@ for (const compression of [false, true]) {
       assert.equal(answer.statusLine, 'HTTP/1.1 101 Switching Protocols');
       assert.equal(answer.headers.has('sec-websocket-protocol'), false);
       assert.equal(JSON.parse(answer.firstFrame.text).type, 'connected');
+    });
+
+    test('ignores a malformed Sec-WebSocket-Protocol header: no subprotocol is ever read', async () => {
+      const answer = await handshake(node, await node.token('hs-user'), ['Sec-WebSocket-Protocol: a b, ,c']);
+      assert.equal(answer.statusLine, 'HTTP/1.1 101 Switching Protocols');
+      assert.equal(answer.headers.has('sec-websocket-protocol'), false);
+    });
+
+    test('refuses an HTTP/1.0 upgrade with 400 INVALID_HANDSHAKE (RFC 6455 §4.2.1 asks for HTTP/1.1)', async () => {
+      const answer = await refusal(node, `/ws?token=${await node.token('hs-user')}`, { version: '1.0' });
+      assert.equal(answer.split('\r\n')[0], 'HTTP/1.1 400 Bad Request');
+      assert.deepEqual(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)), {
+        error: { code: 'INVALID_HANDSHAKE', message: 'A WebSocket upgrade needs HTTP/1.1' },
+      });
+    });
+
+    test(`${compression ? 'refuses with the JSON envelope' : 'ignores'} a malformed permessage-deflate offer`, async () => {
+      const offer = 'Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=99';
+      if (compression) {
+        const answer = await refusal(node, `/ws?token=${await node.token('hs-user')}`, { extraHeaders: [offer] });
+        assert.equal(answer.split('\r\n')[0], 'HTTP/1.1 400 Bad Request');
+        assert.deepEqual(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)), {
+          error: { code: 'INVALID_HANDSHAKE', message: 'Invalid or unacceptable Sec-WebSocket-Extensions header' },
+        });
+      } else {
+        const answer = await handshake(node, await node.token('hs-user'), [offer]);
+        assert.equal(answer.statusLine, 'HTTP/1.1 101 Switching Protocols');
+        assert.equal(answer.headers.has('sec-websocket-extensions'), false);
+      }
     });
 
     test(`${compression ? 'accepts' : 'ignores'} an offer of permessage-deflate`, async () => {
