@@ -23,6 +23,26 @@ interface HandshakeAnswer {
   firstFrame: { head: number; text: string };
 }
 
+interface RequestOptions {
+  /** HTTP version of the request line; 1.1 unless given. */
+  version?: string;
+  extraHeaders?: string[];
+}
+
+function upgradeRequest(target: string, options: RequestOptions = {}): string {
+  return [
+    `GET ${target} HTTP/${options.version ?? '1.1'}`,
+    'Host: 127.0.0.1',
+    'Upgrade: websocket',
+    'Connection: Upgrade',
+    `Sec-WebSocket-Key: ${SAMPLE_KEY}`,
+    'Sec-WebSocket-Version: 13',
+    ...(options.extraHeaders ?? []),
+    '',
+    '',
+  ].join('\r\n');
+}
+
 /** Sends an upgrade request with `extraHeaders` and reads up to the end of the first frame. */
 function handshake(node: TestNode, token: string, extraHeaders: string[] = []): Promise<HandshakeAnswer> {
   return new Promise((resolve, reject) => {
@@ -33,21 +53,7 @@ function handshake(node: TestNode, token: string, extraHeaders: string[] = []): 
       reject(new Error(`no complete answer within 5 s: ${JSON.stringify(received.toString('latin1'))}`));
     }, 5000);
     socket.on('error', reject);
-    socket.on('connect', () => {
-      socket.write(
-        [
-          `GET /ws?token=${token} HTTP/1.1`,
-          `Host: 127.0.0.1:${node.port}`,
-          'Upgrade: websocket',
-          'Connection: Upgrade',
-          `Sec-WebSocket-Key: ${SAMPLE_KEY}`,
-          'Sec-WebSocket-Version: 13',
-          ...extraHeaders,
-          '',
-          '',
-        ].join('\r\n'),
-      );
-    });
+    socket.on('connect', () => socket.write(upgradeRequest(`/ws?token=${token}`, { extraHeaders })));
     socket.on('data', (chunk: Buffer) => {
       received = Buffer.concat([received, chunk]);
       const end = received.indexOf('\r\n\r\n');
@@ -71,7 +77,7 @@ function handshake(node: TestNode, token: string, extraHeaders: string[] = []): 
 }
 
 /** Sends an upgrade request for `target` and reads everything until the server closes. */
-function refusal(node: TestNode, target: string, options: { version?: string; extraHeaders?: string[] } = {}): Promise<string> {
+function refusal(node: TestNode, target: string, options: RequestOptions = {}): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = connect(node.port, '127.0.0.1');
     const chunks: Buffer[] = [];
@@ -86,19 +92,7 @@ function refusal(node: TestNode, target: string, options: { version?: string; ex
       socket.destroy();
       resolve(Buffer.concat(chunks).toString('utf8'));
     });
-    socket.write(
-      [
-        `GET ${target} HTTP/${options.version ?? '1.1'}`,
-        'Host: x',
-        'Upgrade: websocket',
-        'Connection: Upgrade',
-        `Sec-WebSocket-Key: ${SAMPLE_KEY}`,
-        'Sec-WebSocket-Version: 13',
-        ...(options.extraHeaders ?? []),
-        '',
-        '',
-      ].join('\r\n'),
-    );
+    socket.write(upgradeRequest(target, options));
   });
 }
 
