@@ -294,8 +294,13 @@ export class WsGateway {
     this.#sockets.add(ws);
     ws.gateway = this;
     ws.connection = connection;
-    this.#realtime.subscribeAll(connection, options.channels, false);
-    this.#realtime.start(connection, options.lastEventId, greeted)?.catch((error: unknown) => this.#failed(connection, error));
+    // Upgraded by now: a failure here closes the WebSocket (1011), never an HTTP answer.
+    try {
+      this.#realtime.subscribeAll(connection, options.channels, false);
+      this.#realtime.start(connection, options.lastEventId, greeted)?.catch((error: unknown) => this.#failed(connection, error));
+    } catch (error) {
+      this.#failed(connection, error);
+    }
   }
 
   #upgradeFailed(socket: Duplex, error: unknown): void {

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { constants, inflateRawSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
+import { TestWs } from '../helpers/clients.ts';
 import { startTestNode, type TestNode } from '../helpers/node.ts';
 
 /** RFC 6455 §1.3's worked example. */
@@ -182,3 +183,27 @@ for (const compression of [false, true]) {
     });
   });
 }
+
+describe('a failure after the upgrade (SPEC §4 close codes)', () => {
+  let node: TestNode;
+
+  before(async () => {
+    node = await startTestNode();
+  });
+  after(() => node.stop());
+
+  test('closes the WebSocket with 1011 and unregisters it, instead of writing an HTTP error into the stream', async () => {
+    const hub = node.node.hub;
+    const subscribe = hub.subscribe.bind(hub);
+    hub.subscribe = () => {
+      throw new Error('injected failure');
+    };
+    try {
+      const ws = await TestWs.connect(node.wsUrl(`?token=${await node.token('hs-user')}&channels=news`));
+      assert.deepEqual(await ws.closed, { code: 1011, reason: 'internal error' });
+    } finally {
+      hub.subscribe = subscribe;
+    }
+    assert.equal(hub.connectionCount, 0);
+  });
+});
