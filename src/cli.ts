@@ -42,8 +42,8 @@ async function serve(): Promise<number> {
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     if (++signals > 1) process.exit(1);
-    armExitWatchdog(Date.now() + config.shutdownGraceMs + WATCHDOG_SLACK_MS);
-    node.log.info({ signal }, 'signal received');
+    const watchdog = armExitWatchdog(Date.now() + config.shutdownGraceMs + WATCHDOG_SLACK_MS);
+    node.log.info({ signal, watchdog }, 'signal received');
     node.stop().then(
       () => exitAfterLogSettles(0),
       (error: unknown) => {

@@ -247,8 +247,8 @@ export class WsGateway {
    * leaves with the `connected` greeting in one buffer and one write. (Via
    * `ws` they are a string and a buffer that cork/uncork gather into a
    * writev: a measurable share of a connect in the bench.) The WebSocket
-   * is still built and attached to the socket exactly as `ws`'s server does
-   * it, with the server's own options.
+   * is still `ws`'s, built and attached to the socket with the calls `ws`'s
+   * server makes (see newServerSideSocket and attachSocket).
    */
   #upgradePlain(req: IncomingMessage, socket: Duplex, head: Buffer, identity: Identity, options: ConnectOptions): void {
     // As ws: a client that already half-closed gets nothing.
@@ -277,7 +277,9 @@ export class WsGateway {
     // which never reads the header: ws must not pick or judge one either.
     delete req.headers['sec-websocket-protocol'];
     // ws writes the 101 response and start() the `connected` greeting right
-    // after it, synchronously: corked, both leave in one write.
+    // after it, synchronously: corked, both leave in one write. (Once
+    // permessage-deflate is negotiated ws compresses every message, so the
+    // greeting is deflated asynchronously and follows in a write of its own.)
     socket.cork();
     try {
       this.#wss.handleUpgrade(req, socket, head, (ws) => {
@@ -390,10 +392,13 @@ function switchingProtocols(accept: string, greetingJson?: string): Buffer {
 
 /**
  * `ws`'s server creates its sockets as `new WebSocket(null, undefined,
- * serverOptions)` and attaches them with `setSocket(socket, head,
- * serverOptions)`; both are internal to `ws` and missing from its types.
- * The server's whole options object is passed on, as `ws` does, so limits
- * it reads there (maxPayload and the like) apply unchanged.
+ * serverOptions)` and attaches them with `setSocket(socket, head, limits)`,
+ * where `limits` are five fields copied from its options
+ * (allowSynchronousEvents, maxBufferedChunks, maxFragments, maxPayload,
+ * skipUTF8Validation). Both calls are internal to `ws` and missing from its
+ * types. Here `setSocket` is given the options object itself: it reads
+ * those same fields from it (and `generateMask`, which server options never
+ * hold), so a limit `ws` adds to that list later applies here too.
  */
 type ServerSideSocketClass = new (address: null, protocols: undefined, options: object) => GatewaySocket;
 interface AttachableSocket {
