@@ -47,6 +47,49 @@ function register(metric: object, registries: Registry[]): void {
   for (const registry of registries) registry.registerMetric(metric as Parameters<Registry['registerMetric']>[0]);
 }
 
+/**
+ * The series of one metric by label values (joined by NUL), in first-use
+ * order as prom-client lists them, and the child handed out for each, so a
+ * caller that keeps its child pays the lookup once.
+ */
+class SeriesIndex<S extends { listed: boolean }, C> {
+  readonly #series = new Map<string, S>();
+  readonly #children = new Map<string, C>();
+
+  constructor(
+    readonly labelNames: readonly string[],
+    readonly metric: string,
+    readonly newSeries: (labels: Labels) => S,
+  ) {
+    // prom-client lists an unlabelled metric from the start, at zero.
+    if (labelNames.length === 0) this.seriesFor([]).listed = true;
+  }
+
+  seriesFor(values: readonly string[]): S {
+    const key = values.join('\0');
+    let series = this.#series.get(key);
+    if (series === undefined) {
+      series = this.newSeries(labelsOf(this.labelNames, values, this.metric));
+      this.#series.set(key, series);
+    }
+    return series;
+  }
+
+  childFor(values: readonly string[], newChild: (series: S) => C): C {
+    const key = values.join('\0');
+    let child = this.#children.get(key);
+    if (child === undefined) {
+      child = newChild(this.seriesFor(values));
+      this.#children.set(key, child);
+    }
+    return child;
+  }
+
+  all(): IterableIterator<S> {
+    return this.#series.values();
+  }
+}
+
 class HistogramSeries {
   /** Samples per bucket, not cumulative; the last slot counts values above every bound. */
   readonly counts: Float64Array;
@@ -72,46 +115,39 @@ export class HotHistogram implements HistogramChild {
   readonly help: string;
   readonly type = 'histogram';
   readonly aggregator = 'sum' as const;
-  readonly #labelNames: readonly string[];
   readonly #bounds: readonly number[];
-  /** Label values joined by NUL → series, in first-sample order. */
-  readonly #series = new Map<string, HistogramSeries>();
-  readonly #children = new Map<string, HistogramChild>();
+  readonly #index: SeriesIndex<HistogramSeries, HistogramChild>;
 
   constructor(config: MetricConfig & { buckets: readonly number[] }) {
     this.name = config.name;
     this.help = config.help;
-    this.#labelNames = config.labelNames ?? [];
-    this.#bounds = [...config.buckets].sort((a, b) => a - b);
-    // prom-client lists an unlabelled histogram from the start, with zeros.
-    if (this.#labelNames.length === 0) this.#seriesFor([]).listed = true;
+    const bounds = [...config.buckets].sort((a, b) => a - b);
+    this.#bounds = bounds;
+    this.#index = new SeriesIndex(config.labelNames ?? [], config.name, (labels) => new HistogramSeries(labels, bounds.length));
     register(this, config.registers);
   }
 
   /** The child for these label values; callers keep it, so its lookup is paid once. */
   labels(...values: string[]): HistogramChild {
-    const key = values.join('\0');
-    let child = this.#children.get(key);
-    if (child === undefined) {
-      const series = this.#seriesFor(values);
-      child = { observe: (value: number) => this.#observe(series, value) };
-      this.#children.set(key, child);
-    }
-    return child;
+    return this.#index.childFor(values, (series) => ({ observe: (value: number) => this.#observe(series, value) }));
   }
 
   /** Unlabelled histograms only. */
   observe(value: number): void {
-    this.#observe(this.#seriesFor([]), value);
+    this.#observe(this.#index.seriesFor([]), value);
   }
 
-  /** Zeroes in place: children handed out keep recording into their series. */
+  /**
+   * Zeroes in place: children handed out keep recording into their series.
+   * Nothing is listed until the next sample, as prom-client's histogram
+   * (unlike its counter) lists nothing after a reset.
+   */
   reset(): void {
-    for (const series of this.#series.values()) {
+    for (const series of this.#index.all()) {
       series.counts.fill(0);
       series.sum = 0;
       series.count = 0;
-      series.listed = this.#labelNames.length === 0;
+      series.listed = false;
     }
   }
 
@@ -127,7 +163,7 @@ export class HotHistogram implements HistogramChild {
   async getForPromString(): Promise<Collected> {
     const values: Sample[] = [];
     const bucketName = `${this.name}_bucket`;
-    for (const series of this.#series.values()) {
+    for (const series of this.#index.all()) {
       if (!series.listed) continue;
       let cumulative = 0;
       this.#bounds.forEach((bound, index) => {
@@ -139,16 +175,6 @@ export class HotHistogram implements HistogramChild {
       values.push({ labels: {}, sharedLabels: series.labels, value: series.count, metricName: `${this.name}_count` });
     }
     return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
-  }
-
-  #seriesFor(values: readonly string[]): HistogramSeries {
-    const key = values.join('\0');
-    let series = this.#series.get(key);
-    if (series === undefined) {
-      series = new HistogramSeries(labelsOf(this.#labelNames, values, this.name), this.#bounds.length);
-      this.#series.set(key, series);
-    }
-    return series;
   }
 
   #observe(series: HistogramSeries, value: number): void {
@@ -179,57 +205,37 @@ export class HotCounter implements CounterChild {
   readonly help: string;
   readonly type = 'counter';
   readonly aggregator = 'sum' as const;
-  readonly #labelNames: readonly string[];
-  readonly #series = new Map<string, CounterSeries>();
-  readonly #children = new Map<string, CounterChild>();
+  readonly #index: SeriesIndex<CounterSeries, CounterChild>;
 
   constructor(config: MetricConfig) {
     this.name = config.name;
     this.help = config.help;
-    this.#labelNames = config.labelNames ?? [];
-    // prom-client lists an unlabelled counter from the start, at 0.
-    if (this.#labelNames.length === 0) this.#seriesFor([]).listed = true;
+    this.#index = new SeriesIndex(config.labelNames ?? [], config.name, (labels) => new CounterSeries(labels));
     register(this, config.registers);
   }
 
+  /** The child for these label values; callers keep it, so its lookup is paid once. */
   labels(...values: string[]): CounterChild {
-    const key = values.join('\0');
-    let child = this.#children.get(key);
-    if (child === undefined) {
-      const series = this.#seriesFor(values);
-      child = { inc: (amount = 1) => this.#inc(series, amount) };
-      this.#children.set(key, child);
-    }
-    return child;
+    return this.#index.childFor(values, (series) => ({ inc: (amount = 1) => this.#inc(series, amount) }));
   }
 
   /** Unlabelled counters only. */
   inc(amount = 1): void {
-    this.#inc(this.#seriesFor([]), amount);
+    this.#inc(this.#index.seriesFor([]), amount);
   }
 
-  /** Zeroes in place: children handed out keep counting into their series. */
+  /** Zeroes in place: children handed out keep counting into their series. An unlabelled counter stays listed, at 0, as in prom-client. */
   reset(): void {
-    for (const series of this.#series.values()) {
+    for (const series of this.#index.all()) {
       series.value = 0;
-      series.listed = this.#labelNames.length === 0;
+      series.listed = this.#index.labelNames.length === 0;
     }
   }
 
   async get(): Promise<Collected> {
     const values: Sample[] = [];
-    for (const series of this.#series.values()) if (series.listed) values.push({ value: series.value, labels: series.labels });
+    for (const series of this.#index.all()) if (series.listed) values.push({ value: series.value, labels: series.labels });
     return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
-  }
-
-  #seriesFor(values: readonly string[]): CounterSeries {
-    const key = values.join('\0');
-    let series = this.#series.get(key);
-    if (series === undefined) {
-      series = new CounterSeries(labelsOf(this.#labelNames, values, this.name));
-      this.#series.set(key, series);
-    }
-    return series;
   }
 
   #inc(series: CounterSeries, amount: number): void {
