@@ -97,21 +97,6 @@ function refusal(node: TestNode, target: string, options: RequestOptions = {}): 
   });
 }
 
-describe('an upgrade whose request target is not a URL (SPEC §6 NOT_FOUND)', () => {
-  let node: TestNode;
-
-  before(async () => {
-    node = await startTestNode();
-  });
-  after(() => node.stop());
-
-  test('is 404 NOT_FOUND, not an internal error', async () => {
-    const answer = await refusal(node, `http://[zz/ws?token=${await node.token('hs-user')}`);
-    assert.equal(answer.split('\r\n')[0], 'HTTP/1.1 404 Not Found');
-    assert.deepEqual(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)), { error: { code: 'NOT_FOUND', message: 'Route not found' } });
-  });
-});
-
 for (const compression of [false, true]) {
   describe(`the WebSocket handshake answer (WEBSOCKET_COMPRESSION=${compression}; SPEC §4)`, () => {
     let node: TestNode;
@@ -184,7 +169,7 @@ for (const compression of [false, true]) {
   });
 }
 
-describe('a failure after the upgrade (SPEC §4 close codes)', () => {
+describe('upgrade failures on the default settings (SPEC §4 close codes, §6 NOT_FOUND)', () => {
   let node: TestNode;
 
   before(async () => {
@@ -192,7 +177,13 @@ describe('a failure after the upgrade (SPEC §4 close codes)', () => {
   });
   after(() => node.stop());
 
-  test('closes the WebSocket with 1011 and unregisters it, instead of writing an HTTP error into the stream', async () => {
+  test('a request target that is not a URL is 404 NOT_FOUND, not an internal error', async () => {
+    const answer = await refusal(node, `http://[zz/ws?token=${await node.token('hs-user')}`);
+    assert.equal(answer.split('\r\n')[0], 'HTTP/1.1 404 Not Found');
+    assert.deepEqual(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)), { error: { code: 'NOT_FOUND', message: 'Route not found' } });
+  });
+
+  test('a failure after the upgrade closes the WebSocket with 1011 and unregisters it, instead of writing an HTTP error into the stream', async () => {
     const hub = node.node.hub;
     const subscribe = hub.subscribe.bind(hub);
     hub.subscribe = () => {
